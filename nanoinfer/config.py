@@ -1,0 +1,84 @@
+"""Engine configuration: every knob the curriculum turns, checked before any work starts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+ATTENTION_BACKENDS = ("auto", "torch", "naive", "triton", "flash_attn")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class EngineConfig:
+    """Knobs of one engine. Names follow nano-vllm and vLLM so that learners can move between them.
+
+    KV-cache budget: on a GPU it comes from ``gpu_memory_utilization`` after a warm-up that measures
+    the model's peak memory; on a CPU from ``kv_cache_memory_bytes`` (1 GiB by default). Either is
+    overridden by ``num_kvcache_blocks``.
+    """
+
+    model: str | None = None  # a Hugging Face style directory; None means the embedded SmolLM2-135M-Instruct
+    max_num_batched_tokens: int = 16384  # tokens one step may process (prefill chunks included)
+    max_num_seqs: int = 512  # sequences one step may hold
+    max_model_len: int | None = None  # prompt + output; default: the model's limit, capped at 4096
+    gpu_memory_utilization: float = 0.9  # share of GPU memory the engine may fill (weights + activations + KV)
+    tensor_parallel_size: int = 1
+    enforce_eager: bool = False  # True turns CUDA graphs off
+    kvcache_block_size: int = 16  # tokens per KV block; a power of two
+    num_kvcache_blocks: int | None = None  # fix the KV budget in blocks
+    kv_cache_memory_bytes: int | None = None  # fix the KV budget in bytes
+    enable_prefix_caching: bool = True
+    enable_chunked_prefill: bool = True
+    scheduling_policy: Any = "fifo"  # "fifo", "sjf", "ljf" or a SchedulingPolicy object
+    attention_backend: str = "auto"
+    compile: bool | None = None  # torch.compile the small hot ops; default: on for CUDA, off for CPU
+    dtype: str = "auto"  # float32 on a CPU, bfloat16 on a GPU
+    device: str = "auto"
+    seed: int = 0  # seeds requests that have no seed of their own
+    record_block_events: bool = False  # keep a log of every block allocation, hit and free
+    cuda_graph_max_batch_size: int | None = None  # largest captured decode batch; default: max_num_seqs capped at 512
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str) -> None:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+        for name in ("max_num_batched_tokens", "max_num_seqs", "tensor_parallel_size", "kvcache_block_size"):
+            positive_int(name)
+        for name in ("max_model_len", "num_kvcache_blocks", "kv_cache_memory_bytes", "cuda_graph_max_batch_size"):
+            if getattr(self, name) is not None:
+                positive_int(name)
+        bs = self.kvcache_block_size
+        if bs & (bs - 1):
+            raise ValueError(f"kvcache_block_size must be a power of two (16, 32, ..., 256), got {bs}")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention_backend must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if (
+            not self.enable_chunked_prefill
+            and self.max_model_len is not None
+            and self.max_num_batched_tokens < self.max_model_len
+        ):
+            raise ValueError(
+                f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_model_len "
+                f"({self.max_model_len}) when enable_chunked_prefill=False: a whole prompt must fit in one step"
+            )
+
+    @classmethod
+    def from_kwargs(cls, model: str | None, **kwargs: Any) -> "EngineConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"unknown engine option(s) {unknown}; known options: {sorted(known)}")
+        return cls(model=model, **kwargs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,216 @@
+"""Paged KV cache bookkeeping: which physical block holds which tokens of which sequence.
+
+The KV cache is a pool of fixed-size blocks. A sequence's *block table* lists the blocks that hold its
+tokens, in order, so its keys and values need not be contiguous (PagedAttention).
+
+Prefix caching: once a block is full, it is published under a hash of its tokens chained with the hash
+of the block before it, so equal hashes mean equal prefixes. A new sequence whose leading blocks hash to
+published blocks shares them (reference counts) and skips computing those tokens. A freed block keeps
+its contents and hash until it is handed out again, so a prompt seen a while ago can still hit.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from nanoinfer.engine.events import EventBus
+from nanoinfer.engine.sequence import Sequence
+from nanoinfer.extensions import implementation
+
+
+@dataclass
+class Block:
+    block_id: int
+    ref_count: int = 0
+    hash: int | None = None  # set when the block is full and published to the prefix cache
+    token_ids: tuple[int, ...] = ()  # its tokens once published: checked on a hit, since hashes can collide
+
+
+@dataclass
+class CacheCounters:
+    """Raw counts since the engine started; ``get_cache_stats`` turns them into rates."""
+
+    hit_blocks: int = 0  # full prompt blocks found in the prefix cache at admission
+    miss_blocks: int = 0  # full prompt blocks that had to be computed
+    hit_tokens: int = 0
+    miss_tokens: int = 0  # every token computed at admission, the partial last block included
+    evictions: int = 0  # cached blocks handed out again for new tokens
+    preemptions: int = 0
+
+
+@dataclass
+class BlockEvent:
+    step: int
+    kind: str  # "allocate", "hit", "publish", "free", "evict"
+    seq_id: int | None
+    block_id: int
+    ref_count: int
+
+
+class BlockManager:
+    def __init__(
+        self,
+        num_blocks: int,
+        block_size: int,
+        enable_prefix_caching: bool = True,
+        record_events: bool = False,
+        events: EventBus | None = None,
+    ) -> None:
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.enable_prefix_caching = enable_prefix_caching
+        self.blocks = [Block(i) for i in range(num_blocks)]
+        # Free blocks in eviction order: the front is handed out first. Blocks that hold a published
+        # prefix go to the back when freed, empty ones to the front, so cached prefixes live longest.
+        self.free_block_ids: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
+        self.cached_block_ids: dict[int, int] = {}  # hash -> block id
+        self.counters = CacheCounters()
+        self.events: list[BlockEvent] | None = [] if record_events else None
+        self.step = 0  # set by the engine, for the event log
+        self.bus = events if events is not None else EventBus()
+        self._hash = implementation("6.1")
+        self._cache_stats = implementation("2.3")
+
+    # ---- queries -------------------------------------------------------------------------------
+    @property
+    def num_free_blocks(self) -> int:
+        return len(self.free_block_ids)
+
+    @property
+    def num_used_blocks(self) -> int:
+        return self.num_blocks - len(self.free_block_ids)
+
+    @property
+    def num_cached_blocks(self) -> int:
+        return len(self.cached_block_ids)
+
+    def get_cache_stats(self) -> dict:
+        """Hit rates and block usage (Exercise 2.3 computes this dictionary)."""
+        return self._cache_stats(self)
+
+    # ---- allocation ----------------------------------------------------------------------------
+    def try_allocate(self, seq: Sequence) -> bool:
+        """Give a waiting sequence blocks for all its tokens, reusing cached prefix blocks.
+
+        Returns False, changing nothing, if the free blocks are too few. On success the cached tokens
+        count as computed. The cache never covers the last token: its logits are needed to sample.
+        """
+        assert not seq.block_table, f"sequence {seq.seq_id} already holds blocks"
+        bs = self.block_size
+        hits: list[int] = []
+        num_eligible = (seq.num_tokens - 1) // bs if self.enable_prefix_caching else 0
+        for i, h in enumerate(self._block_hashes(seq, num_eligible)):
+            block_id = self.cached_block_ids.get(h)
+            if block_id is None or self.blocks[block_id].token_ids != tuple(seq.block_token_ids(i, bs)):
+                break
+            hits.append(block_id)
+
+        num_new = seq.num_blocks_needed(bs) - len(hits)
+        num_revived = sum(1 for b in hits if self.blocks[b].ref_count == 0)  # cached but free: leave the pool
+        if num_new + num_revived > len(self.free_block_ids):
+            return False
+
+        for block_id in hits:
+            block = self.blocks[block_id]
+            if block.ref_count == 0:
+                del self.free_block_ids[block_id]
+            block.ref_count += 1
+            self._log("hit", seq, block)
+        new_blocks = [self._take_free_block(seq) for _ in range(num_new)]
+        seq.block_table = hits + new_blocks
+        seq.num_published_blocks = len(hits)
+        seq.num_computed_tokens = len(hits) * bs
+
+        c = self.counters
+        c.hit_blocks += len(hits)
+        c.miss_blocks += num_eligible - len(hits)
+        c.hit_tokens += len(hits) * bs
+        c.miss_tokens += seq.num_tokens - len(hits) * bs
+        self.bus.emit("blocks_allocated", "BlockManager", seq.seq_id, block_ids=list(seq.block_table),
+                      num_cached_blocks=len(hits))
+        return True
+
+    def try_reserve(self, seq: Sequence, num_tokens: int) -> bool:
+        """Grow a running sequence's block table to hold ``num_tokens`` tokens (decode needs <= 1 block)."""
+        missing = seq.num_blocks_needed(self.block_size, num_tokens) - len(seq.block_table)
+        if missing > len(self.free_block_ids):
+            return False
+        for _ in range(missing):
+            seq.block_table.append(self._take_free_block(seq))
+        return True
+
+    def publish_full_blocks(self, seq: Sequence, num_computed_tokens: int) -> None:
+        """Offer the blocks that ``num_computed_tokens`` fills to the prefix cache.
+
+        Called when a step is scheduled, before it runs: every layer writes the step's keys and values
+        before it reads attention, so a later sequence in the same step can already share these blocks.
+        """
+        if not self.enable_prefix_caching:
+            return
+        num_full = num_computed_tokens // self.block_size
+        if num_full <= seq.num_published_blocks:
+            return
+        hashes = self._block_hashes(seq, num_full)
+        for i in range(seq.num_published_blocks, num_full):
+            block = self.blocks[seq.block_table[i]]
+            if block.hash is None and hashes[i] not in self.cached_block_ids:
+                block.hash = hashes[i]
+                block.token_ids = tuple(seq.block_token_ids(i, self.block_size))
+                self.cached_block_ids[block.hash] = block.block_id
+                self._log("publish", seq, block)
+            # else: an identical block computed by another sequence is already published; this copy
+            # stays private and is freed like any unpublished block.
+        seq.num_published_blocks = num_full
+
+    def free(self, seq: Sequence) -> None:
+        """Drop a sequence's references; blocks that reach zero go back to the pool, contents intact."""
+        for block_id in reversed(seq.block_table):  # tail blocks first: they are the least shared
+            block = self.blocks[block_id]
+            block.ref_count -= 1
+            assert block.ref_count >= 0, f"block {block_id} freed twice"
+            if block.ref_count == 0:
+                self.free_block_ids[block_id] = None
+                if block.hash is None:
+                    self.free_block_ids.move_to_end(block_id, last=False)  # nothing worth keeping: reuse first
+            self._log("free", seq, block)
+        self.bus.emit("blocks_freed", "BlockManager", seq.seq_id, block_ids=list(seq.block_table))
+        seq.block_table = []
+        seq.num_published_blocks = 0
+        seq.num_computed_tokens = 0
+
+    # ---- internals -----------------------------------------------------------------------------
+    def _take_free_block(self, seq: Sequence) -> int:
+        block_id, _ = self.free_block_ids.popitem(last=False)
+        block = self.blocks[block_id]
+        if block.hash is not None:  # evict the cached prefix this block still held
+            if self.cached_block_ids.get(block.hash) == block_id:
+                del self.cached_block_ids[block.hash]
+            self.counters.evictions += 1
+            self._log("evict", seq, block)
+            block.hash, block.token_ids = None, ()
+        block.ref_count = 1
+        self._log("allocate", seq, block)
+        return block_id
+
+    def _block_hashes(self, seq: Sequence, num_full_blocks: int) -> list[int]:
+        """Chained hashes of the sequence's first full blocks, computed once and kept on the sequence."""
+        hashes = seq.block_hashes
+        while len(hashes) < num_full_blocks:
+            i = len(hashes)
+            hashes.append(self._hash(seq.block_token_ids(i, self.block_size), hashes[-1] if hashes else None))
+        return hashes[:num_full_blocks]
+
+    def _log(self, kind: str, seq: Sequence | None, block: Block) -> None:
+        if self.events is not None:
+            self.events.append(
+                BlockEvent(self.step, kind, seq.seq_id if seq else None, block.block_id, block.ref_count)
+            )
+
+    def events_frame(self):
+        """The event log as a pandas DataFrame (needs ``record_block_events=True``)."""
+        import pandas as pd
+
+        if self.events is None:
+            raise RuntimeError("block events are not recorded: build the engine with record_block_events=True")
+        return pd.DataFrame([e.__dict__ for e in self.events], columns=list(BlockEvent.__dataclass_fields__))

@@ -1,0 +1,234 @@
+"""The engine loop: requests in, steps of schedule -> run -> postprocess, finished sequences out.
+
+    add_request()  tokenise and queue a request (a Sequence in the scheduler's waiting queue)
+    step()         Scheduler.schedule() picks the batch, ModelRunner.run() computes and samples,
+                   Scheduler.postprocess() appends tokens and retires finished sequences
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from nanoinfer.config import EngineConfig
+from nanoinfer.engine.block_manager import BlockManager
+from nanoinfer.engine.events import EventBus
+from nanoinfer.engine.metrics import EngineMetrics, StepRecord
+from nanoinfer.engine.model_runner import ModelRunner, kv_cache_bytes_per_block
+from nanoinfer.engine.scheduler import Scheduler
+from nanoinfer.engine.sequence import Sequence
+from nanoinfer.models import load_model_config
+from nanoinfer.sampling_params import SamplingParams
+
+CPU_KV_CACHE_BYTES = 1 << 30  # default KV budget on a CPU
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.float32 if device.type == "cpu" else torch.bfloat16
+    return getattr(torch, name)
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        # Everything that can be checked without touching weights is checked first.
+        if config.model is None:
+            from nanoinfer.convert import default_model_dir
+
+            model_dir = default_model_dir()
+        else:
+            model_dir = Path(config.model).expanduser()
+        self.model_dir = model_dir
+        self.hf_config = load_model_config(model_dir)
+        self._finish_config()
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        if config.tensor_parallel_size > 1:
+            raise NotImplementedError("tensor_parallel_size > 1 is not available yet")
+        num_blocks, knob = self._kv_budget()
+        if num_blocks is not None:
+            self._check_kv_blocks(num_blocks, knob)
+        self.tokenizer = self._load_tokenizer(model_dir)
+        self.eos_token_ids = self._eos_token_ids()
+
+        self.events = EventBus()
+        self.model_runner = ModelRunner(config, self.hf_config, model_dir, self.device, self.dtype, self.events)
+        if num_blocks is None:  # a GPU: what is left after the weights and the peak activations
+            num_blocks = self._check_kv_blocks(self.model_runner.kv_blocks_for_gpu_budget(), knob)
+        self.model_runner.allocate_kv_cache(num_blocks)
+        self.metrics = EngineMetrics()
+        self._reset_state()
+        self.warmup_seconds = self._warm_up() if self.model_runner.compile else 0.0
+
+    def _reset_state(self) -> None:
+        """A fresh block manager and scheduler: every block free, the prefix cache empty, counters at zero."""
+        c = self.config
+        self.block_manager = BlockManager(self.model_runner.num_blocks, c.kvcache_block_size, c.enable_prefix_caching,
+                                          c.record_block_events, self.events)
+        self.scheduler = Scheduler(c, self.block_manager, self.eos_token_ids, self.events)
+        self.metrics.reset()
+        self.step_index = 0
+        self._next_seq_id = 0
+
+    def _warm_up(self) -> float:
+        """Run a prefill and a few decode steps of a dummy request so that compilation (and, on a GPU,
+        autotuning) happens now rather than inside the first real request; returns the seconds spent."""
+        t0 = time.perf_counter()
+        prompt = [0] * max(2, min(self.config.kvcache_block_size - 1, self.config.max_model_len - 4))
+        self.add_request(prompt, SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True))
+        self.add_request(prompt[:-1], SamplingParams(temperature=1.0, max_tokens=3, ignore_eos=True))
+        while self.has_unfinished_requests():
+            self.step()
+        self._reset_state()
+        return time.perf_counter() - t0
+
+    # ---- set-up --------------------------------------------------------------------------------
+    def _finish_config(self) -> None:
+        c, hf = self.config, self.hf_config
+        limit = hf.max_position_embeddings
+        if c.max_model_len is None:
+            c.max_model_len = min(limit, 4096)
+        elif c.max_model_len > limit:
+            raise ValueError(f"max_model_len={c.max_model_len} exceeds the model's max_position_embeddings ({limit})")
+        if not c.enable_chunked_prefill and c.max_num_batched_tokens < c.max_model_len:
+            raise ValueError(
+                f"max_num_batched_tokens ({c.max_num_batched_tokens}) must be >= max_model_len ({c.max_model_len}) "
+                "when enable_chunked_prefill=False: a whole prompt must fit in one step"
+            )
+
+    def _kv_budget(self) -> tuple[int | None, str]:
+        """Blocks the KV cache gets and the knob that set them; None when a GPU must be profiled first."""
+        c = self.config
+        per_block = kv_cache_bytes_per_block(self.hf_config, c.kvcache_block_size, self.dtype, c.tensor_parallel_size)
+        if c.num_kvcache_blocks is not None:
+            return c.num_kvcache_blocks, f"num_kvcache_blocks={c.num_kvcache_blocks}"
+        if c.kv_cache_memory_bytes is not None or self.device.type == "cpu":
+            budget = c.kv_cache_memory_bytes or CPU_KV_CACHE_BYTES
+            blocks_per_seq = -(-c.max_model_len // c.kvcache_block_size)
+            num_blocks = min(budget // per_block, c.max_num_seqs * blocks_per_seq)  # more could never be used
+            return num_blocks, f"kv_cache_memory_bytes={budget}"
+        return None, f"gpu_memory_utilization={c.gpu_memory_utilization}"
+
+    def _check_kv_blocks(self, num_blocks: int, knob: str) -> int:
+        """Refuse a KV cache that cannot hold one sequence of max_model_len tokens."""
+        c = self.config
+        blocks_per_seq = -(-c.max_model_len // c.kvcache_block_size)
+        if num_blocks < blocks_per_seq:
+            per_block = kv_cache_bytes_per_block(self.hf_config, c.kvcache_block_size, self.dtype,
+                                                 c.tensor_parallel_size)
+            raise ValueError(
+                f"the KV cache budget ({knob}) gives {num_blocks} blocks of {c.kvcache_block_size} tokens "
+                f"({per_block} bytes each), but one sequence of max_model_len={c.max_model_len} needs "
+                f"{blocks_per_seq}: raise the budget or lower max_model_len"
+            )
+        return num_blocks
+
+    @staticmethod
+    def _load_tokenizer(model_dir: Path):
+        if not any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+            return None  # token-id prompts still work (the tests' tiny random models have no tokenizer)
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(model_dir))
+
+    def _eos_token_ids(self) -> set[int]:
+        ids: set[int] = set()
+        sources = [getattr(self.hf_config, "eos_token_id", None)]
+        gen_file = self.model_dir / "generation_config.json"
+        if gen_file.is_file():
+            import json
+
+            sources.append(json.loads(gen_file.read_text()).get("eos_token_id"))
+        if self.tokenizer is not None:
+            sources.append(self.tokenizer.eos_token_id)
+        for s in sources:
+            if isinstance(s, int):
+                ids.add(s)
+            elif isinstance(s, (list, tuple)):
+                ids.update(int(t) for t in s)
+        return ids
+
+    # ---- requests ------------------------------------------------------------------------------
+    def tokenize(self, prompt: str | list[int], index: int = 0) -> list[int]:
+        """Token ids of a prompt, checked; raises ValueError naming the prompt at fault."""
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError(f"prompt {index} is text, but {self.model_dir} has no tokenizer: pass token ids")
+            ids = self.tokenizer.encode(prompt)
+        else:
+            ids = [int(t) for t in prompt]
+        if not ids:
+            raise ValueError(f"prompt {index} is empty")
+        vocab = self.hf_config.vocab_size
+        bad = [t for t in ids if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"prompt {index} has token ids outside the vocabulary [0, {vocab}): {bad[:5]}")
+        if len(ids) >= self.config.max_model_len:
+            raise ValueError(
+                f"prompt {index} has {len(ids)} tokens but max_model_len is {self.config.max_model_len}, "
+                "which leaves no room to generate: shorten the prompt or raise max_model_len"
+            )
+        return ids
+
+    def add_request(self, prompt: str | list[int], sampling_params: SamplingParams | None = None,
+                    prompt_token_ids: list[int] | None = None) -> Sequence:
+        ids = prompt_token_ids if prompt_token_ids is not None else self.tokenize(prompt)
+        params = sampling_params or SamplingParams()
+        seq = Sequence(self._next_seq_id, ids, params, prompt=prompt if isinstance(prompt, str) else None)
+        self._next_seq_id += 1
+        if params.seed is not None:
+            seq.generator = torch.Generator(device=self.device)
+            seq.generator.manual_seed(params.seed)
+        self.scheduler.add(seq)
+        if self.events:
+            self.events.emit("request_added", "LLMEngine", seq.seq_id, num_prompt_tokens=len(ids))
+        return seq
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    def abort_all(self) -> None:
+        self.scheduler.abort_all()
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def step(self) -> list[Sequence]:
+        """Run one engine step; return the sequences that finished in it."""
+        self.step_index += 1
+        self.events.step = self.block_manager.step = self.step_index
+        t0 = time.perf_counter()
+        if self.events:
+            self.events.emit("step_start", "LLMEngine")
+        batch = self.scheduler.schedule()
+        if batch is None:
+            raise RuntimeError("the scheduler found nothing to run although requests are pending")
+        t1 = time.perf_counter()
+        sampled = self.model_runner.run(batch)
+        t2 = time.perf_counter()
+        finished = self.scheduler.postprocess(batch, sampled)
+        t3 = time.perf_counter()
+        self.metrics.record(StepRecord(
+            step=self.step_index, phase=batch.phase, num_seqs=len(batch.seqs), num_tokens=batch.num_tokens,
+            num_sampled=sum(t is not None for t in sampled), num_preempted=len(batch.preempted),
+            num_finished=len(finished), used_blocks=self.block_manager.num_used_blocks, start=t0,
+            schedule_s=t1 - t0, model_s=t2 - t1, postprocess_s=t3 - t2,
+        ))
+        if self.events:
+            self.events.emit("step_end", "LLMEngine", phase=batch.phase, seq_ids=[s.seq_id for s in batch.seqs],
+                             num_tokens=batch.num_tokens)
+        return finished
+
+    def detokenize(self, token_ids: list[int]) -> str | None:
+        if self.tokenizer is None:
+            return None
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)

@@ -1,0 +1,65 @@
+"""Per-step timeline of the engine, kept always (one small record per step), exportable as DataFrames."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class StepRecord:
+    step: int
+    phase: str  # "prefill" or "decode"
+    num_seqs: int
+    num_tokens: int  # tokens fed to the model
+    num_sampled: int  # tokens produced
+    num_preempted: int
+    num_finished: int
+    used_blocks: int  # KV blocks held after the step
+    start: float  # time.perf_counter() at the start of the step
+    schedule_s: float
+    model_s: float
+    postprocess_s: float
+
+    @property
+    def seconds(self) -> float:
+        return self.schedule_s + self.model_s + self.postprocess_s
+
+
+class EngineMetrics:
+    def __init__(self) -> None:
+        self.steps: list[StepRecord] = []
+
+    def record(self, step: StepRecord) -> None:
+        self.steps.append(step)
+
+    def reset(self) -> None:
+        self.steps.clear()
+
+    def timeline(self):
+        """One row per step, with times relative to the first recorded step."""
+        import pandas as pd
+
+        columns = list(StepRecord.__dataclass_fields__) + ["seconds"]
+        rows = [{**asdict(s), "seconds": s.seconds} for s in self.steps]
+        frame = pd.DataFrame(rows, columns=columns)
+        if len(frame):
+            frame["start"] -= frame["start"].iloc[0]
+        return frame
+
+    def summary(self) -> dict:
+        """Throughput split by phase: tokens fed per second of model time."""
+        out = {}
+        for phase in ("prefill", "decode"):
+            steps = [s for s in self.steps if s.phase == phase]
+            seconds = sum(s.seconds for s in steps)
+            tokens = sum(s.num_tokens for s in steps)
+            out[phase] = {"steps": len(steps), "tokens": tokens, "seconds": seconds,
+                          "tokens_per_s": tokens / seconds if seconds else 0.0}
+        return out
+
+
+def requests_frame(outputs) -> "pd.DataFrame":  # noqa: F821
+    """Per-request latencies of a list of RequestOutput as a DataFrame."""
+    import pandas as pd
+
+    return pd.DataFrame([{"request_id": o.request_id, **o.metrics.as_dict()} for o in outputs])

@@ -1,0 +1,171 @@
+"""Runs the model for one scheduled step: pack the batch's new tokens into flat tensors, build the
+attention metadata, run the forward pass, sample the sequences that reached their last token.
+
+The ModelRunner also owns the KV cache: one tensor per layer pair of keys and values, shaped
+[num_blocks, block_size, kv_heads, head_dim], which the attention layers read through block tables.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from nanoinfer.config import EngineConfig
+from nanoinfer.engine.events import EventBus
+from nanoinfer.engine.scheduler import ScheduledBatch
+from nanoinfer.layers.attention import Attention, AttentionMetadata, make_attention_backend
+from nanoinfer.layers.sampler import Sampler
+from nanoinfer.models import model_class
+from nanoinfer.models.llama import head_dim_of
+from nanoinfer.models.loader import init_random_weights, load_weights
+
+
+def kv_cache_bytes_per_block(hf_config, block_size: int, dtype: torch.dtype, tp_size: int = 1) -> int:
+    """Bytes one KV block takes on one rank: keys and values, every layer, this rank's KV heads."""
+    kv_heads = max(1, hf_config.num_key_value_heads // tp_size)
+    elem = torch.empty((), dtype=dtype).element_size()
+    return 2 * hf_config.num_hidden_layers * block_size * kv_heads * head_dim_of(hf_config) * elem
+
+
+class ModelRunner:
+    def __init__(
+        self,
+        config: EngineConfig,
+        hf_config,
+        model_dir: Path | None,
+        device: torch.device,
+        dtype: torch.dtype,
+        events: EventBus | None = None,
+    ) -> None:
+        self.config = config
+        self.hf_config = hf_config
+        self.device = device
+        self.dtype = dtype
+        self.block_size = config.kvcache_block_size
+        self.bus = events if events is not None else EventBus()
+
+        t0 = time.perf_counter()
+        previous_dtype = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            with torch.device(device):
+                self.model = model_class(hf_config.architectures[0])(hf_config)
+        finally:
+            torch.set_default_dtype(previous_dtype)
+        if model_dir is not None:
+            load_weights(self.model, model_dir)
+        else:
+            init_random_weights(self.model, seed=config.seed)
+        self.model.eval()
+        self.load_seconds = time.perf_counter() - t0
+
+        self.attention_layers = [m for m in self.model.modules() if isinstance(m, Attention)]
+        self.backend = make_attention_backend(config.attention_backend, device)
+        for layer in self.attention_layers:
+            layer.backend = self.backend
+        self.sampler = Sampler(device, config.seed)
+        self.compile = config.compile if config.compile is not None else device.type == "cuda"
+        if self.compile:
+            self._compile_small_ops()
+        self.kv_cache: torch.Tensor | None = None
+        self.num_blocks = 0
+
+    def _compile_small_ops(self) -> None:
+        """torch.compile the small element-wise ops (RMSNorm + residual, rotary, SiLU-and-mul, sampling).
+        Each is a handful of memory-bound kernels in eager mode; compiled, each becomes one fused loop.
+        Matmuls and attention stay as they are: they already call tuned kernels. Compilation happens
+        lazily at the first calls (the engine's warm-up), once per op: all layers share the code."""
+        compiled: dict = {}
+        for module in self.model.modules():
+            if hasattr(module, "op"):
+                module.op = compiled.setdefault(module.op, torch.compile(module.op, dynamic=True))
+        self.sampler.sample = torch.compile(self.sampler.sample, dynamic=True)
+
+    # ---- KV cache ------------------------------------------------------------------------------
+    def allocate_kv_cache(self, num_blocks: int) -> None:
+        """One tensor [2, layers, blocks, block_size, kv_heads, head_dim]; each layer gets its two views.
+
+        Filled with zeros so that masked-out slots never hold NaN (0 * NaN would leak through a matmul).
+        The explicit fill also touches every page: on Linux, reading pages that ``torch.zeros`` left
+        unmapped faults on each one, which made gathers from the cache ~20x slower on a CPU."""
+        layer = self.attention_layers[0]
+        shape = (2, len(self.attention_layers), num_blocks, self.block_size, layer.num_kv_heads, layer.head_dim)
+        self.kv_cache = torch.empty(shape, dtype=self.dtype, device=self.device).fill_(0)
+        for i, layer in enumerate(self.attention_layers):
+            layer.k_cache, layer.v_cache = self.kv_cache[0, i], self.kv_cache[1, i]
+        self.num_blocks = num_blocks
+
+    def kv_blocks_for_gpu_budget(self) -> int:
+        """KV blocks that fit in gpu_memory_utilization of the card once the weights are loaded,
+        keeping room for the activations of the largest step."""
+        free, total = torch.cuda.mem_get_info(self.device)
+        c = self.config
+        hidden = self.hf_config.hidden_size
+        # A rough reserve for activations and logits; the GPU work replaces it with a measured peak.
+        reserve = c.max_num_batched_tokens * hidden * 4 * 16 + c.max_num_seqs * self.hf_config.vocab_size * 4 * 3
+        per_block = kv_cache_bytes_per_block(self.hf_config, self.block_size, self.dtype, c.tensor_parallel_size)
+        budget = total * c.gpu_memory_utilization - (total - free) - reserve
+        return max(0, int(budget // per_block))
+
+    # ---- one step ------------------------------------------------------------------------------
+    def prepare(self, batch: ScheduledBatch):
+        """Flatten the batch: token ids, positions, cache slots, and where each sequence starts."""
+        bs = self.block_size
+        input_ids: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        query_start = [0]
+        seq_lens: list[int] = []
+        logits_index: list[int] = []
+        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
+            table = seq.block_table
+            input_ids.extend(seq.token_ids[start:end])
+            positions.extend(range(start, end))
+            slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
+            query_start.append(query_start[-1] + n)
+            seq_lens.append(end)
+            if end == seq.num_tokens:  # reached the last token: its logits give the next one
+                logits_index.append(query_start[-1] - 1)
+        width = max(len(s.block_table) for s in batch.seqs)
+        tables = [s.block_table + [0] * (width - len(s.block_table)) for s in batch.seqs]
+
+        def to_device(values, dtype):
+            t = torch.tensor(values, dtype=dtype, pin_memory=self.device.type == "cuda")
+            return t.to(self.device, non_blocking=True)
+
+        meta = AttentionMetadata(
+            is_decode=batch.phase == "decode",
+            slot_mapping=to_device(slots, torch.int64),
+            query_start_loc=to_device(query_start, torch.int32),
+            seq_lens=to_device(seq_lens, torch.int32),
+            block_tables=to_device(tables, torch.int32),
+            max_query_len=max(batch.num_new_tokens),
+            max_seq_len=max(seq_lens),
+            block_size=bs,
+            query_lens_cpu=list(batch.num_new_tokens),
+            seq_lens_cpu=seq_lens,
+        )
+        return to_device(input_ids, torch.int64), to_device(positions, torch.int64), meta, logits_index
+
+    @torch.inference_mode()
+    def run(self, batch: ScheduledBatch) -> list[int | None]:
+        """Run one step; return the sampled token of each sequence (None where a prefill chunk stops short)."""
+        input_ids, positions, meta, logits_index = self.prepare(batch)
+        if self.bus:
+            self.bus.emit("forward", "ModelRunner", phase=batch.phase, num_tokens=len(input_ids),
+                          seq_ids=[s.seq_id for s in batch.seqs])
+        hidden = self.model(input_ids, positions, meta)
+        sampling = [s for s, samples in zip(batch.seqs, batch.samples()) if samples]
+        if not sampling:
+            return [None] * len(batch.seqs)
+        logits = self.model.compute_logits(hidden[logits_index])
+        tokens = self.sampler(logits, [s.sampling_params for s in sampling], [s.generator for s in sampling])
+        tokens = tokens.tolist()
+        if self.bus:
+            self.bus.emit("sampled", "ModelRunner", seq_ids=[s.seq_id for s in sampling], token_ids=tokens,
+                          logits=logits)
+        by_seq = dict(zip((s.seq_id for s in sampling), tokens))
+        return [by_seq.get(s.seq_id) for s in batch.seqs]

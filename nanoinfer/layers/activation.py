@@ -1,0 +1,21 @@
+"""SwiGLU's activation: the gate and up projections come out of one matmul, side by side."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    gate, up = x.chunk(2, dim=-1)
+    return F.silu(gate).mul_(up)  # in place: one temporary fewer
+
+
+class SiluAndMul(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.op = silu_and_mul
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)

@@ -1,0 +1,51 @@
+"""Turn the last position's logits into one token per sequence: temperature, top-k, top-p, then a
+Gumbel-max draw (Exercise 3.2) whose noise comes from each request's own random stream when it has a seed."""
+
+from __future__ import annotations
+
+import torch
+
+from nanoinfer.extensions import implementation
+from nanoinfer.sampling_params import SamplingParams
+
+
+def apply_top_k_top_p(logits: torch.Tensor, temperatures: torch.Tensor, top_k: torch.Tensor,
+                      top_p: torch.Tensor) -> torch.Tensor:
+    """Set to -inf every logit outside its row's top-k and its top-p nucleus (measured after temperature).
+
+    top_k: [B] int (vocabulary size where disabled); top_p: [B] float (1.0 where disabled).
+    """
+    scaled = logits / temperatures.clamp_min(1e-5).unsqueeze(1)
+    sorted_logits, order = scaled.sort(dim=-1, descending=True)
+    rank = torch.arange(logits.shape[1], device=logits.device).unsqueeze(0)
+    drop = rank >= top_k.unsqueeze(1)
+    probs = sorted_logits.softmax(dim=-1)
+    # Drop a token when the tokens ranked before it already cover top_p (the first token always stays).
+    drop |= (probs.cumsum(dim=-1) - probs) >= top_p.unsqueeze(1)
+    drop = drop.scatter(1, order, drop)  # back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+class Sampler:
+    def __init__(self, device: torch.device, seed: int = 0) -> None:
+        self.device = device
+        self.sample = implementation("3.2")
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    def __call__(self, logits: torch.Tensor, params: list[SamplingParams],
+                 generators: list[torch.Generator | None]) -> torch.Tensor:
+        logits = logits.float()
+        if all(p.greedy for p in params):
+            return logits.argmax(dim=-1)
+        temperatures = torch.tensor([p.temperature for p in params], dtype=torch.float32, device=self.device)
+        if any(p.top_k > 0 or p.top_p < 1.0 for p in params):
+            vocab = logits.shape[1]
+            top_k = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params], device=self.device)
+            top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32, device=self.device)
+            logits = apply_top_k_top_p(logits, temperatures, top_k, top_p)
+        noise = torch.empty_like(logits).exponential_(generator=self.generator)
+        for i, g in enumerate(generators):
+            if g is not None:
+                noise[i].exponential_(generator=g)
+        return self.sample(logits, temperatures, noise)

@@ -1,0 +1,203 @@
+"""The user-facing API, shaped like vLLM's: ``LLM(model, **knobs).generate(prompts, sampling_params)``."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence as Seq
+
+from tqdm.auto import tqdm
+
+from nanoinfer.config import EngineConfig
+from nanoinfer.engine.events import EngineEvent
+from nanoinfer.engine.llm_engine import LLMEngine
+from nanoinfer.engine.metrics import requests_frame
+from nanoinfer.engine.sequence import RequestMetrics, Sequence
+from nanoinfer.sampling_params import SamplingParams
+
+Prompt = str | list[int]
+
+
+@dataclass
+class CompletionOutput:
+    index: int
+    text: str | None
+    token_ids: list[int]
+    finish_reason: str | None
+
+
+@dataclass
+class RequestOutput:
+    """What ``generate`` returns per prompt; ``.text`` and ``.token_ids`` are shortcuts to ``outputs[0]``."""
+
+    request_id: int
+    prompt: str | None
+    prompt_token_ids: list[int]
+    outputs: list[CompletionOutput]
+    metrics: RequestMetrics
+    finished: bool = True
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def text(self) -> str | None:
+        return self.outputs[0].text
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.outputs[0].token_ids
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.outputs[0].finish_reason
+
+
+class LLM:
+    """An inference engine for one model.
+
+    ``LLM()`` loads the embedded SmolLM2-135M-Instruct; ``LLM("path/to/hf_dir")`` any supported
+    Hugging Face directory (Qwen3, Llama). Knobs are those of :class:`nanoinfer.config.EngineConfig`.
+    """
+
+    def __init__(self, model: str | None = None, **config) -> None:
+        self.config = EngineConfig.from_kwargs(model, **config)
+        self.engine = LLMEngine(self.config)
+
+    # ---- convenience views ---------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    @property
+    def events(self):
+        return self.engine.events
+
+    @property
+    def block_manager(self):
+        return self.engine.block_manager
+
+    @property
+    def scheduler(self):
+        return self.engine.scheduler
+
+    @property
+    def model_runner(self):
+        return self.engine.model_runner
+
+    def __repr__(self) -> str:
+        e = self.engine
+        return (f"LLM(model={str(e.model_dir)!r}, arch={e.hf_config.architectures[0]}, device={e.device}, "
+                f"dtype={str(e.dtype).removeprefix('torch.')}, attention={e.model_runner.backend.name}, "
+                f"kv_blocks={e.block_manager.num_blocks}x{self.config.kvcache_block_size})")
+
+    def cache_stats(self) -> dict:
+        return self.engine.block_manager.get_cache_stats()
+
+    def step_timeline(self):
+        """The per-step timeline since the engine started (or since ``reset_metrics``) as a DataFrame."""
+        return self.engine.metrics.timeline()
+
+    def reset_metrics(self) -> None:
+        self.engine.metrics.reset()
+
+    @staticmethod
+    def requests_frame(outputs: list[RequestOutput]):
+        return requests_frame(outputs)
+
+    @contextmanager
+    def trace(self) -> Iterator[list[EngineEvent]]:
+        """Collect every lifecycle event raised inside the block: ``with llm.trace() as events: ...``."""
+        events: list[EngineEvent] = []
+        unsubscribe = self.engine.events.subscribe(events.append)
+        try:
+            yield events
+        finally:
+            unsubscribe()
+
+    # ---- generation ----------------------------------------------------------------------------
+    def generate(
+        self,
+        prompts: Prompt | Seq[Prompt],
+        sampling_params: SamplingParams | Seq[SamplingParams] | None = None,
+        use_tqdm: bool = True,
+    ) -> list[RequestOutput]:
+        """Generate for every prompt (text or token ids); results come back in prompt order.
+
+        Every prompt and parameter is checked before any request starts, so bad input fails fast.
+        """
+        prompts = _as_prompt_list(prompts)
+        if sampling_params is None:
+            sampling_params = SamplingParams()
+        if isinstance(sampling_params, SamplingParams):
+            sampling_params = [sampling_params] * len(prompts)
+        elif len(sampling_params) != len(prompts):
+            raise ValueError(f"got {len(prompts)} prompts but {len(sampling_params)} SamplingParams")
+        token_ids = [self.engine.tokenize(p, i) for i, p in enumerate(prompts)]
+
+        engine = self.engine
+        if engine.events:
+            engine.events.emit("generate_start", "LLM", num_requests=len(prompts))
+        seqs = [engine.add_request(p, sp, ids) for p, sp, ids in zip(prompts, sampling_params, token_ids)]
+        bar = tqdm(total=len(seqs), desc="Generating", unit="req", disable=not use_tqdm, dynamic_ncols=True)
+        start, last_update = time.perf_counter(), 0.0
+        try:
+            while engine.has_unfinished_requests():
+                finished = engine.step()
+                now = time.perf_counter()
+                if use_tqdm and (finished or now - last_update > 0.5):
+                    out_tokens = sum(s.num_output_tokens for s in seqs)
+                    bar.set_postfix_str(f"{out_tokens / (now - start):.0f} tok/s out", refresh=False)
+                    bar.update(len(finished))
+                    last_update = now
+        except BaseException:
+            engine.abort_all()  # free every KV block before the error propagates
+            raise
+        finally:
+            bar.close()
+        outputs = [self._output(s) for s in seqs]
+        if engine.events:
+            engine.events.emit("generate_end", "LLM", num_requests=len(prompts))
+        return outputs
+
+    def chat(
+        self,
+        messages: list[dict] | list[list[dict]],
+        sampling_params: SamplingParams | None = None,
+        use_tqdm: bool = False,
+    ) -> RequestOutput | list[RequestOutput]:
+        """Apply the tokenizer's chat template and generate the assistant's reply.
+
+        ``messages`` is one conversation (a list of {"role", "content"} dicts) or a list of them.
+        """
+        if self.tokenizer is None:
+            raise ValueError(f"{self.engine.model_dir} has no tokenizer, so it has no chat template")
+        single = bool(messages) and isinstance(messages[0], dict)
+        conversations = [messages] if single else messages
+        prompts = []
+        for conv in conversations:
+            text = self.tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+            # The template already holds any special tokens the model needs; don't add a second BOS.
+            prompts.append(self.tokenizer.encode(text, add_special_tokens=False))
+        outputs = self.generate(prompts, sampling_params or SamplingParams(temperature=0.0, max_tokens=128),
+                                use_tqdm=use_tqdm)
+        return outputs[0] if single else outputs
+
+    def _output(self, seq: Sequence) -> RequestOutput:
+        ids = seq.output_token_ids
+        completion = CompletionOutput(0, self.engine.detokenize(ids), ids, seq.finish_reason)
+        return RequestOutput(seq.seq_id, seq.prompt, seq.token_ids[: seq.num_prompt_tokens], [completion],
+                             seq.metrics, seq.is_finished)
+
+
+def _as_prompt_list(prompts) -> list[Prompt]:
+    if isinstance(prompts, str):
+        return [prompts]
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("no prompts given")
+    if all(isinstance(t, int) for t in prompts):  # one prompt given as token ids
+        return [prompts]
+    for i, p in enumerate(prompts):
+        if not isinstance(p, (str, list, tuple)):
+            raise TypeError(f"prompt {i} must be a string or a list of token ids, got {type(p).__name__}")
+    return [p if isinstance(p, str) else list(p) for p in prompts]

@@ -1,0 +1,1 @@
+"""Reference implementations of the workbook's exercises (the engine runs these unless told otherwise)."""

@@ -1,0 +1,78 @@
+"""Shared test helpers: tiny random checkpoints and a transformers reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+TINY_SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=512, max_position_embeddings=512)
+
+
+def make_tiny_checkpoint(arch: str, path: Path, seed: int = 0, **overrides) -> Path:
+    """Save a tiny random Qwen3 or Llama with transformers (safetensors, float32) into ``path``.
+
+    Weights are drawn wider than transformers' default (std 0.02) so that logits are peaked and greedy
+    decoding has clear winners: a comparison then tests the engine, not float rounding at a near-tie.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    kwargs = {**TINY_SHAPE, "initializer_range": 0.2, **overrides}
+    if arch == "qwen3":
+        config, cls = Qwen3Config(head_dim=32, **kwargs), Qwen3ForCausalLM
+    elif arch == "llama":
+        config, cls = LlamaConfig(**kwargs), LlamaForCausalLM
+    else:
+        raise ValueError(arch)
+    config.architectures = [cls.__name__]
+    torch.manual_seed(seed)
+    model = cls(config).to(torch.float32).eval()
+    with torch.no_grad():  # norms at random scales too, so that they are exercised
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+    model.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def hf_model(path: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+
+
+@torch.no_grad()
+def hf_next_token_logits(model, prompts: list[list[int]]) -> list[torch.Tensor]:
+    return [model(torch.tensor([p])).logits[0, -1].float() for p in prompts]
+
+
+@torch.no_grad()
+def hf_greedy(model, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    """Greedy continuation of each prompt, one at a time (no padding), never stopping at EOS.
+
+    A plain argmax loop over transformers' forward with its KV cache: ``generate(min_new_tokens=...)``
+    would mask the EOS logit, which is not what ``ignore_eos`` means.
+    """
+    out = []
+    for p in prompts:
+        result = model(torch.tensor([p]), use_cache=True)
+        tokens = []
+        for _ in range(max_new_tokens):
+            token = int(result.logits[0, -1].argmax())
+            tokens.append(token)
+            result = model(torch.tensor([[token]]), past_key_values=result.past_key_values, use_cache=True)
+        out.append(tokens)
+    return out
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def assert_no_leaks(llm) -> None:
+    """Every KV block is free and unreferenced once nothing runs."""
+    bm = llm.block_manager
+    assert not llm.scheduler.has_unfinished()
+    assert bm.num_free_blocks == bm.num_blocks, f"{bm.num_blocks - bm.num_free_blocks} KV blocks leaked"
+    assert all(b.ref_count == 0 for b in bm.blocks)
