@@ -30,7 +30,7 @@ lab: setup
 	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider tests notebooks --nbval-lax
 
 check: setup
 	@test -n "$(EX)" || (echo "usage: make check EX=2.3" && exit 2)

@@ -13,6 +13,7 @@ Backends (``attention_backend``):
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -72,12 +73,13 @@ def make_attention_backend(name: str, device: torch.device):
         from nanoinfer.layers.attention_torch import TorchAttentionBackend
 
         return TorchAttentionBackend(naive=name == "naive")
-    if device.type != "cuda":
-        raise ValueError(f"attention_backend={name!r} needs a CUDA device; on a CPU use 'torch' or 'naive'")
-    if name == "triton":
+    if name == "triton" and (device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"):
         from nanoinfer.layers.attention_triton import TritonAttentionBackend
 
         return TritonAttentionBackend()
+    if device.type != "cuda":
+        raise ValueError(f"attention_backend={name!r} needs a CUDA device (or, for 'triton', TRITON_INTERPRET=1 "
+                         "to run its kernels in Triton's interpreter); on a CPU use 'torch' or 'naive'")
     if name == "flash_attn":
         from nanoinfer.layers.attention_flash import FlashAttentionBackend
 
