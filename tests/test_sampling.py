@@ -1,0 +1,71 @@
+"""Sampling: greedy, seeds, top-k / top-p, and the Gumbel-max draw's distribution."""
+
+import torch
+
+from helpers import assert_no_leaks
+from nanoinfer import LLM, SamplingParams
+from nanoinfer.layers.sampler import apply_top_k_top_p
+
+
+def test_seeded_requests_reproduce_whatever_the_batch(tiny_qwen3):
+    llm = LLM(str(tiny_qwen3), max_model_len=128)
+    params = SamplingParams(temperature=0.9, top_p=0.95, top_k=50, seed=1234, max_tokens=24, ignore_eos=True)
+    alone = llm.generate([[3, 4, 5]], params, use_tqdm=False)[0].token_ids
+    others = [SamplingParams(temperature=1.0, max_tokens=n, ignore_eos=True) for n in (5, 30, 12)]
+    mixed = llm.generate([[9, 9], [3, 4, 5], [1] * 40, [7]], [others[0], params, others[1], others[2]],
+                         use_tqdm=False)
+    assert mixed[1].token_ids == alone
+    different = llm.generate([[3, 4, 5]], SamplingParams(temperature=0.9, seed=99, max_tokens=24, ignore_eos=True),
+                             use_tqdm=False)[0].token_ids
+    assert different != alone
+    assert_no_leaks(llm)
+
+
+def test_temperature_zero_is_greedy_in_a_mixed_batch(tiny_llama):
+    llm = LLM(str(tiny_llama), max_model_len=128)
+    greedy = SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True)
+    alone = llm.generate([[10, 11, 12]], greedy, use_tqdm=False)[0].token_ids
+    hot = SamplingParams(temperature=2.0, max_tokens=16, ignore_eos=True)
+    mixed = llm.generate([[1, 2], [10, 11, 12], [5]], [hot, greedy, hot], use_tqdm=False)
+    assert mixed[1].token_ids == alone
+
+
+def test_top_k_top_p_mask():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.25, 0.25, 0.25, 0.25]]))
+    temps = torch.ones(2)
+    masked = apply_top_k_top_p(logits, temps, top_k=torch.tensor([4, 2]), top_p=torch.tensor([0.7, 1.0]))
+    kept = torch.isfinite(masked)
+    # Row 0: 0.5 + 0.3 reaches 0.7, so the nucleus is the first two. Row 1: top-2 of a tie keeps two.
+    assert kept[0].tolist() == [True, True, False, False]
+    assert kept[1].sum() == 2
+
+
+def test_sampled_tokens_follow_the_distribution(tiny_llama):
+    """Thousands of one-token draws from one prompt: frequencies match softmax(logits / T)."""
+    llm = LLM(str(tiny_llama), max_model_len=128)
+    prompt = [42, 7, 300]
+    temperature = 1.5
+    with llm.trace() as trace:
+        llm.generate([prompt], SamplingParams(temperature=0, max_tokens=1), use_tqdm=False)
+    logits = next(e for e in trace if e.kind == "sampled").data["logits"][0]
+    probs = torch.softmax(logits / temperature, dim=-1)
+    n = 3000
+    outs = llm.generate([prompt] * n, SamplingParams(temperature=temperature, max_tokens=1), use_tqdm=False)
+    counts = torch.bincount(torch.tensor([o.token_ids[0] for o in outs]), minlength=probs.numel()).double()
+    top = probs.argsort(descending=True)[:5]
+    for t in top:  # within 5 standard deviations of the binomial count
+        expected, sd = n * probs[t].item(), (n * probs[t].item() * (1 - probs[t].item())) ** 0.5
+        assert abs(counts[t].item() - expected) < 5 * sd + 1, (int(t), counts[t].item(), expected)
+    assert_no_leaks(llm)
+
+
+def test_stop_token_ids_and_eos(tiny_llama):
+    llm = LLM(str(tiny_llama), max_model_len=128)
+    greedy = llm.generate([[1, 2, 3]], SamplingParams(temperature=0, max_tokens=20, ignore_eos=True),
+                          use_tqdm=False)[0]
+    stop_at = greedy.token_ids[5]
+    first = greedy.token_ids.index(stop_at)
+    out = llm.generate([[1, 2, 3]], SamplingParams(temperature=0, max_tokens=20, stop_token_ids=[stop_at],
+                                                   ignore_eos=True), use_tqdm=False)[0]
+    assert out.token_ids == greedy.token_ids[: first + 1] and out.finish_reason == "stop"
+    assert greedy.finish_reason == "length"

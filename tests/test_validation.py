@@ -1,0 +1,104 @@
+"""Bad input is refused before any work, with an error that names the value or knob at fault."""
+
+import json
+
+import pytest
+
+from nanoinfer import LLM, SamplingParams
+from nanoinfer.config import EngineConfig
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_llama):
+    return LLM(str(tiny_llama), max_model_len=128)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(max_tokens=0), "max_tokens"),
+    (dict(temperature=-0.1), "temperature"),
+    (dict(top_p=0.0), "top_p"),
+    (dict(top_p=1.5), "top_p"),
+    (dict(top_k=0), "top_k"),
+    (dict(top_k=-2), "top_k"),
+])
+def test_sampling_params_refused(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        SamplingParams(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(kvcache_block_size=24), "power of two"),
+    (dict(kvcache_block_size=0), "kvcache_block_size"),
+    (dict(max_num_seqs=0), "max_num_seqs"),
+    (dict(gpu_memory_utilization=1.5), "gpu_memory_utilization"),
+    (dict(attention_backend="magic"), "attention_backend"),
+    (dict(dtype="int3"), "dtype"),
+    (dict(enable_chunked_prefill=False, max_model_len=256, max_num_batched_tokens=128), "max_num_batched_tokens"),
+])
+def test_config_refused(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        EngineConfig(**kwargs)
+
+
+def test_unknown_option_named():
+    with pytest.raises(TypeError, match="max_batch"):
+        EngineConfig.from_kwargs(None, max_batch=3)
+
+
+def test_missing_path_and_config(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        LLM(str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        LLM(str(tmp_path))
+
+
+def test_unknown_architecture(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+    with pytest.raises(ValueError, match="unknown architecture 'GPT2LMHeadModel'"):
+        LLM(str(tmp_path))
+
+
+def test_kv_budget_too_small_names_the_knob(tiny_llama):
+    with pytest.raises(ValueError, match="num_kvcache_blocks=3"):
+        LLM(str(tiny_llama), max_model_len=128, num_kvcache_blocks=3)
+    with pytest.raises(ValueError, match="kv_cache_memory_bytes=1000"):
+        LLM(str(tiny_llama), max_model_len=128, kv_cache_memory_bytes=1000)
+
+
+def test_max_model_len_beyond_model(tiny_llama):
+    with pytest.raises(ValueError, match="max_model_len"):
+        LLM(str(tiny_llama), max_model_len=100_000)
+
+
+def test_bad_prompts_refused_before_any_work(llm):
+    good = [1, 2, 3]
+    cases = [
+        ([good, []], "prompt 1 is empty"),
+        ([good, list(range(128))], "prompt 1 has 128 tokens but max_model_len is 128"),
+        ([good, [5, 100_000]], "outside the vocabulary"),
+        (["text prompt"], "no tokenizer"),
+        ([], "no prompts"),
+    ]
+    for prompts, fragment in cases:
+        with pytest.raises(ValueError, match=fragment):
+            llm.generate(prompts, use_tqdm=False)
+        assert not llm.scheduler.has_unfinished(), "a request was queued before the error"
+    with pytest.raises(ValueError, match="2 prompts but 3 SamplingParams"):
+        llm.generate([good, good], [SamplingParams()] * 3, use_tqdm=False)
+
+
+def test_interrupted_generate_frees_every_block(llm):
+    """An exception inside the loop (here from a hook) aborts all requests and releases their blocks."""
+    def explode(event):
+        if event.kind == "decode_step":
+            raise KeyboardInterrupt
+
+    unsubscribe = llm.events.subscribe(explode)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            llm.generate([[1, 2, 3]] * 4, SamplingParams(max_tokens=20), use_tqdm=False)
+    finally:
+        unsubscribe()
+    bm = llm.block_manager
+    assert bm.num_free_blocks == bm.num_blocks and not llm.scheduler.has_unfinished()
+    assert len(llm.generate([[1, 2, 3]], SamplingParams(max_tokens=4), use_tqdm=False)[0].token_ids) == 4
