@@ -9,9 +9,11 @@ def test_bench_compares_with_transformers(tiny_llama, capsys):
     out = capsys.readouterr().out
     assert "nanoinfer /" in out and out.strip().splitlines()[-1].startswith("{")
     ours, peer = record["results"]
-    assert ours["output_tokens"] == peer["output_tokens"] == record["workload"]["output_tokens"]
-    assert peer["computed_tokens"] >= peer["output_tokens"]  # padding to the longest request
-    assert record["speedup"] > 0 and record["env"]["date"]
+    assert ours["requested_tokens"] == peer["requested_tokens"] == record["workload"]["output_tokens"]
+    assert peer["generated_tokens"] >= peer["requested_tokens"]  # padding to the longest request
+    ratios = record["speedups"][peer["engine"]]
+    assert ratios["requested"] > 0 and ratios["generated"] > 0 and record["env"]["date"]
+    assert record["roofline"]["tokens_per_s"] > 0 and record["memory"]["num_blocks"] > 0
 
 
 def test_workload_is_reproducible():

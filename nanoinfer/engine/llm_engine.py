@@ -43,14 +43,7 @@ class LLMEngine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         # Everything that can be checked without touching weights is checked first.
-        if config.model is None:
-            from nanoinfer.convert import default_model_dir
-
-            model_dir = default_model_dir()
-        else:
-            model_dir = Path(config.model).expanduser()
-        self.model_dir = model_dir
-        self.hf_config = load_model_config(model_dir)
+        self.model_dir, self.hf_config = self._resolve_model(config.model)
         self._finish_config()
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
@@ -59,14 +52,15 @@ class LLMEngine:
         num_blocks, knob = self._kv_budget()
         if num_blocks is not None:
             self._check_kv_blocks(num_blocks, knob)
-        self.tokenizer = self._load_tokenizer(model_dir)
+        self.tokenizer = self._load_tokenizer(self.model_dir)
         self.eos_token_ids = self._eos_token_ids()
 
         self.events = EventBus()
-        self.model_runner = ModelRunner(config, self.hf_config, model_dir, self.device, self.dtype, self.events)
+        self.model_runner = ModelRunner(config, self.hf_config, self.model_dir, self.device, self.dtype, self.events)
         if num_blocks is None:  # a GPU: what is left after the weights and the peak activations
             num_blocks = self._check_kv_blocks(self.model_runner.kv_blocks_for_gpu_budget(), knob)
         self.model_runner.allocate_kv_cache(num_blocks)
+        self.model_runner.capture_cuda_graphs()
         self.metrics = EngineMetrics()
         self._reset_state()
         self.warmup_seconds = self._warm_up() if self.model_runner.compile else 0.0
@@ -94,6 +88,22 @@ class LLMEngine:
         return time.perf_counter() - t0
 
     # ---- set-up --------------------------------------------------------------------------------
+    @staticmethod
+    def _resolve_model(model: str | None):
+        """(directory or None, transformers config): the embedded default, a directory, or a named shape
+        with random weights (``nanoinfer.models.shapes``)."""
+        from nanoinfer.models.shapes import SHAPES, shape_config
+
+        if model is None:
+            from nanoinfer.convert import default_model_dir
+
+            model_dir = default_model_dir()
+        elif not Path(model).expanduser().exists() and model in SHAPES:
+            return None, shape_config(model)
+        else:
+            model_dir = Path(model).expanduser()
+        return model_dir, load_model_config(model_dir)
+
     def _finish_config(self) -> None:
         c, hf = self.config, self.hf_config
         limit = hf.max_position_embeddings
@@ -135,8 +145,8 @@ class LLMEngine:
         return num_blocks
 
     @staticmethod
-    def _load_tokenizer(model_dir: Path):
-        if not any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+    def _load_tokenizer(model_dir: Path | None):
+        if model_dir is None or not any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
             return None  # token-id prompts still work (the tests' tiny random models have no tokenizer)
         from transformers import AutoTokenizer
 
@@ -145,8 +155,8 @@ class LLMEngine:
     def _eos_token_ids(self) -> set[int]:
         ids: set[int] = set()
         sources = [getattr(self.hf_config, "eos_token_id", None)]
-        gen_file = self.model_dir / "generation_config.json"
-        if gen_file.is_file():
+        gen_file = self.model_dir / "generation_config.json" if self.model_dir else None
+        if gen_file is not None and gen_file.is_file():
             import json
 
             sources.append(json.loads(gen_file.read_text()).get("eos_token_id"))
@@ -227,6 +237,30 @@ class LLMEngine:
             self.events.emit("step_end", "LLMEngine", phase=batch.phase, seq_ids=[s.seq_id for s in batch.seqs],
                              num_tokens=batch.num_tokens)
         return finished
+
+    def memory_report(self) -> dict:
+        """How the memory was planned: weights, peak activations, KV bytes per block, blocks, and how
+        many sequences of max_model_len fit at once."""
+        c = self.config
+        runner = self.model_runner
+        per_block = kv_cache_bytes_per_block(self.hf_config, c.kvcache_block_size, self.dtype, c.tensor_parallel_size)
+        blocks_per_seq = -(-c.max_model_len // c.kvcache_block_size)
+        report = {
+            "device": str(self.device),
+            "weights_bytes": sum(p.numel() * p.element_size() for p in runner.model.parameters()),
+            "activation_peak_bytes": runner.activation_peak_bytes,
+            "kv_bytes_per_block": per_block,
+            "kv_bytes_per_token": per_block // c.kvcache_block_size,
+            "num_blocks": runner.num_blocks,
+            "block_size": c.kvcache_block_size,
+            "kv_cache_bytes": per_block * runner.num_blocks,
+            "max_concurrent_seqs_at_max_model_len": runner.num_blocks // blocks_per_seq,
+            "max_cached_tokens": runner.num_blocks * c.kvcache_block_size,
+        }
+        if self.device.type == "cuda":
+            report["gpu_total_bytes"] = torch.cuda.get_device_properties(self.device).total_memory
+            report["gpu_memory_utilization"] = c.gpu_memory_utilization
+        return report
 
     def detokenize(self, token_ids: list[int]) -> str | None:
         if self.tokenizer is None:

@@ -13,8 +13,11 @@ from pathlib import Path
 import torch
 
 from nanoinfer.config import EngineConfig
+from nanoinfer.engine.cuda_graphs import CudaGraphRunner
 from nanoinfer.engine.events import EventBus
 from nanoinfer.engine.scheduler import ScheduledBatch
+from nanoinfer.engine.sequence import Sequence
+from nanoinfer.sampling_params import SamplingParams
 from nanoinfer.layers.attention import Attention, AttentionMetadata, make_attention_backend
 from nanoinfer.layers.sampler import Sampler
 from nanoinfer.models import model_class
@@ -71,6 +74,9 @@ class ModelRunner:
             self._compile_small_ops()
         self.kv_cache: torch.Tensor | None = None
         self.num_blocks = 0
+        self.activation_peak_bytes = 0  # measured on a GPU before the KV cache is sized
+        self.graphs: CudaGraphRunner | None = None
+        self.graph_capture_seconds = 0.0
 
     def _compile_small_ops(self) -> None:
         """torch.compile the small element-wise ops (RMSNorm + residual, rotary, SiLU-and-mul, sampling).
@@ -97,17 +103,52 @@ class ModelRunner:
             layer.k_cache, layer.v_cache = self.kv_cache[0, i], self.kv_cache[1, i]
         self.num_blocks = num_blocks
 
+    @torch.inference_mode()
     def kv_blocks_for_gpu_budget(self) -> int:
-        """KV blocks that fit in gpu_memory_utilization of the card once the weights are loaded,
-        keeping room for the activations of the largest step."""
-        free, total = torch.cuda.mem_get_info(self.device)
+        """KV blocks that fit in ``gpu_memory_utilization`` of the card next to the weights and the peak
+        activations of the largest step, which a warm-up measures: a full-budget prefill (with a scratch
+        KV cache just big enough for it), then logits and sampling for ``max_num_seqs`` rows."""
         c = self.config
-        hidden = self.hf_config.hidden_size
-        # A rough reserve for activations and logits; the GPU work replaces it with a measured peak.
-        reserve = c.max_num_batched_tokens * hidden * 4 * 16 + c.max_num_seqs * self.hf_config.vocab_size * 4 * 3
+        seq_len = min(c.max_model_len, c.max_num_batched_tokens)
+        num_seqs = max(1, min(c.max_num_seqs, c.max_num_batched_tokens // seq_len))
+        blocks_per_seq = -(-seq_len // self.block_size)
+        self.allocate_kv_cache(num_seqs * blocks_per_seq)
+        torch.cuda.synchronize(self.device)
+        baseline = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        seqs = []
+        for i in range(num_seqs):
+            seq = Sequence(-1 - i, [0] * seq_len, SamplingParams(temperature=1.0, top_p=0.9))
+            seq.block_table = list(range(i * blocks_per_seq, (i + 1) * blocks_per_seq))
+            seqs.append(seq)
+        self.run(ScheduledBatch("prefill", seqs, [seq_len] * num_seqs))
+        hidden = torch.zeros(c.max_num_seqs, self.hf_config.hidden_size, dtype=self.dtype, device=self.device)
+        params = [SamplingParams(temperature=1.0, top_p=0.9)] * c.max_num_seqs
+        self.sampler(self.model.compute_logits(hidden), params, [None] * c.max_num_seqs)
+        torch.cuda.synchronize(self.device)
+        self.activation_peak_bytes = torch.cuda.max_memory_allocated(self.device) - baseline
+        self.kv_cache = None
+        for layer in self.attention_layers:
+            layer.k_cache = layer.v_cache = None
+        torch.cuda.empty_cache()
+        free, total = torch.cuda.mem_get_info(self.device)
         per_block = kv_cache_bytes_per_block(self.hf_config, self.block_size, self.dtype, c.tensor_parallel_size)
-        budget = total * c.gpu_memory_utilization - (total - free) - reserve
+        # (total - free) holds the CUDA context, the weights and whatever else lives on the card now.
+        budget = total * c.gpu_memory_utilization - (total - free) - self.activation_peak_bytes
         return max(0, int(budget // per_block))
+
+    def capture_cuda_graphs(self) -> None:
+        """Capture decode graphs unless ``enforce_eager``, on a CPU, or with a backend that cannot be
+        captured (the torch backend plans its work on the host every step)."""
+        c = self.config
+        if self.device.type != "cuda" or c.enforce_eager or not getattr(self.backend, "supports_cuda_graphs", False):
+            return
+        t0 = time.perf_counter()
+        max_bs = min(c.cuda_graph_max_batch_size or 512, c.max_num_seqs)
+        self.graphs = CudaGraphRunner(self.model, self.hf_config.hidden_size, max_bs, c.max_model_len,
+                                      self.block_size, self.device, self.dtype)
+        self.graphs.capture()
+        self.graph_capture_seconds = time.perf_counter() - t0
 
     # ---- one step ------------------------------------------------------------------------------
     def prepare(self, batch: ScheduledBatch):
@@ -157,7 +198,12 @@ class ModelRunner:
         if self.bus:
             self.bus.emit("forward", "ModelRunner", phase=batch.phase, num_tokens=len(input_ids),
                           seq_ids=[s.seq_id for s in batch.seqs])
-        hidden = self.model(input_ids, positions, meta)
+        if batch.phase == "decode" and self.graphs is not None:
+            self.graphs.coverage.decode_steps += 1
+        if batch.phase == "decode" and self.graphs is not None and len(batch.seqs) <= self.graphs.max_batch_size:
+            hidden = self.graphs.run(input_ids, positions, meta)
+        else:
+            hidden = self.model(input_ids, positions, meta)
         sampling = [s for s, samples in zip(batch.seqs, batch.samples()) if samples]
         if not sampling:
             return [None] * len(batch.seqs)

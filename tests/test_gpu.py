@@ -1,0 +1,93 @@
+"""GPU execution (run on a CUDA machine with ``pytest -m gpu``): CUDA graphs, torch.compile and the
+GPU path against the CPU, in float32 so that results must agree to rounding."""
+
+import pytest
+import torch
+
+from helpers import assert_no_leaks, relative_error
+from nanoinfer import LLM, SamplingParams
+
+pytestmark = pytest.mark.gpu
+GREEDY = SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True)
+
+
+def generate_with_logits(llm, prompts, params=GREEDY):
+    with llm.trace() as trace:
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+    logits = {}
+    for event in trace:
+        if event.kind == "sampled":
+            for row, seq_id in enumerate(event.data["seq_ids"]):
+                logits.setdefault(seq_id, []).append(event.data["logits"][row].float().cpu())
+    return [o.token_ids for o in outputs], logits
+
+
+def prompts_reaching(max_model_len: int):
+    # mixed lengths; the last one ends exactly at max_model_len (the widest block table)
+    lengths = [5, 17, 33, 64, 100, max_model_len - 32]
+    return [[(13 * i + 7 * j) % 500 for j in range(n)] for i, n in enumerate(lengths)]
+
+
+@pytest.mark.parametrize("block_size", [16, 256])
+def test_cuda_graphs_equal_eager(tiny_qwen3, block_size):
+    max_model_len = 512
+    prompts = prompts_reaching(max_model_len)
+    common = dict(max_model_len=max_model_len, dtype="float32", attention_backend="triton",
+                  kvcache_block_size=block_size, compile=False)
+    graphs = LLM(str(tiny_qwen3), **common)
+    assert graphs.model_runner.graphs is not None, "no CUDA graphs were captured"
+    eager = LLM(str(tiny_qwen3), enforce_eager=True, **common)
+    assert eager.model_runner.graphs is None
+    tokens_g, logits_g = generate_with_logits(graphs, prompts)
+    tokens_e, logits_e = generate_with_logits(eager, prompts)
+    assert tokens_g == tokens_e
+    for seq_id in logits_e:
+        for a, b in zip(logits_g[seq_id], logits_e[seq_id]):
+            assert relative_error(a, b) < 1e-5
+    coverage = graphs.model_runner.graphs.coverage.as_dict()
+    assert coverage["replayed_share"] == 1.0 and coverage["decode_steps"] >= 31
+    assert len(tokens_g[-1]) == 32  # the longest sequence ran to max_model_len
+    assert_no_leaks(graphs)
+    assert_no_leaks(eager)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_gpu_greedy_equals_cpu_in_float32(tiny_llama, backend):
+    prompts = prompts_reaching(256)
+    cpu = LLM(str(tiny_llama), device="cpu", max_model_len=256)
+    gpu = LLM(str(tiny_llama), device="cuda", dtype="float32", max_model_len=256, attention_backend=backend)
+    tokens_c, logits_c = generate_with_logits(cpu, prompts)
+    tokens_g, logits_g = generate_with_logits(gpu, prompts)
+    assert tokens_g == tokens_c
+    for seq_id in logits_c:
+        assert relative_error(logits_g[seq_id][0], logits_c[seq_id][0]) < 1e-4
+    assert_no_leaks(gpu)
+
+
+def test_compiled_small_ops_match_eager(tiny_qwen3):
+    prompts = prompts_reaching(256)
+    common = dict(max_model_len=256, dtype="float32", attention_backend="triton")
+    compiled = LLM(str(tiny_qwen3), compile=True, **common)
+    eager = LLM(str(tiny_qwen3), compile=False, enforce_eager=True, **common)
+    assert compiled.engine.warmup_seconds > 0
+    assert generate_with_logits(compiled, prompts)[0] == generate_with_logits(eager, prompts)[0]
+
+
+def test_bf16_graphs_and_sampling_run(tiny_qwen3):
+    llm = LLM(str(tiny_qwen3), max_model_len=256)  # defaults: bf16, auto backend, graphs, compile
+    params = SamplingParams(temperature=0.8, top_p=0.9, max_tokens=16, seed=3, ignore_eos=True)
+    a = llm.generate([[1, 2, 3]] * 3 + [[4] * 100], params, use_tqdm=False)
+    b = llm.generate([[1, 2, 3]], params, use_tqdm=False)
+    assert a[0].token_ids == a[1].token_ids == b[0].token_ids  # same seed, same tokens
+    assert_no_leaks(llm)
+
+
+def test_memory_plan_fills_the_budget(tiny_qwen3):
+    llm = LLM(str(tiny_qwen3), max_model_len=1024, gpu_memory_utilization=0.5)
+    report = llm.engine.memory_report()
+    used = report["weights_bytes"] + report["kv_cache_bytes"] + report["activation_peak_bytes"]
+    assert report["activation_peak_bytes"] > 0
+    assert 0.3 * report["gpu_total_bytes"] < used <= 0.5 * report["gpu_total_bytes"]
+    assert report["max_concurrent_seqs_at_max_model_len"] == report["num_blocks"] // 64
+    free, total = torch.cuda.mem_get_info()
+    assert free > 0.3 * total  # half the card was left alone
