@@ -38,6 +38,7 @@ class EngineConfig:
     device: str = "auto"
     seed: int = 0  # seeds requests that have no seed of their own
     record_block_events: bool = False  # keep a log of every block allocation, hit and free
+    measure_communication: bool = False  # time each collective (synchronises the GPU around it)
     cuda_graph_max_batch_size: int | None = None  # largest captured decode batch; default: max_num_seqs capped at 512
 
     def __post_init__(self) -> None:

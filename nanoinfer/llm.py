@@ -63,6 +63,16 @@ class LLM:
         self.config = EngineConfig.from_kwargs(model, **config)
         self.engine = LLMEngine(self.config)
 
+    def shutdown(self) -> None:
+        """Release the engine's worker processes (tensor parallelism); also done at interpreter exit."""
+        self.engine.shutdown()
+
+    def __enter__(self) -> "LLM":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
     # ---- convenience views ---------------------------------------------------------------------
     @property
     def tokenizer(self):

@@ -41,9 +41,11 @@ class GraphCoverage:
 
 
 class CudaGraphRunner:
-    def __init__(self, model, hidden_size: int, max_batch_size: int, max_model_len: int, block_size: int,
-                 device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, model, backend, kv_heads: int, hidden_size: int, max_batch_size: int, max_model_len: int,
+                 block_size: int, device: torch.device, dtype: torch.dtype) -> None:
         self.model = model
+        self.backend = backend
+        self.kv_heads = kv_heads
         self.sizes = graph_batch_sizes(max_batch_size)
         self.max_batch_size = self.sizes[-1]
         self.max_model_len = max_model_len
@@ -60,6 +62,7 @@ class CudaGraphRunner:
             self.query_start_loc = torch.arange(n + 1, dtype=torch.int32)
             self.outputs = torch.zeros(n, hidden_size, dtype=dtype)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.metas: dict[int, AttentionMetadata] = {}  # kept alive: their scratch buffers belong to the graphs
 
     def _metadata(self, size: int) -> AttentionMetadata:
         """Views of the static buffers for a graph of ``size`` rows. The context bound is max_model_len:
@@ -73,15 +76,25 @@ class CudaGraphRunner:
     @torch.inference_mode()
     def capture(self) -> None:
         pool = None
-        for size in reversed(self.sizes):  # largest first: smaller graphs reuse its memory pool
-            args = (self.input_ids[:size], self.positions[:size])
-            self.outputs[:size] = self.model(*args, self._metadata(size))  # warm-up: compile, autotune
-            torch.cuda.synchronize()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool):
-                self.outputs[:size] = self.model(*args, self._metadata(size))
-            pool = graph.pool()
-            self.graphs[size] = graph
+        fixes_splits = hasattr(self.backend, "decode_splits")
+        try:
+            for size in reversed(self.sizes):  # largest first: smaller graphs reuse its memory pool
+                if fixes_splits:  # a replay repeats the recorded launch: its grid must not depend on lengths
+                    from nanoinfer.layers.attention_triton import decode_splits_for
+
+                    self.backend.decode_splits = decode_splits_for(self.max_model_len, size, self.kv_heads)
+                args = (self.input_ids[:size], self.positions[:size])
+                self.outputs[:size] = self.model(*args, self._metadata(size))  # warm-up: compile, autotune
+                torch.cuda.synchronize()
+                graph = torch.cuda.CUDAGraph()
+                self.metas[size] = self._metadata(size)
+                with torch.cuda.graph(graph, pool):
+                    self.outputs[:size] = self.model(*args, self.metas[size])
+                pool = graph.pool()
+                self.graphs[size] = graph
+        finally:
+            if fixes_splits:
+                self.backend.decode_splits = None  # eager steps choose per step again
         torch.cuda.synchronize()
 
     def run(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:

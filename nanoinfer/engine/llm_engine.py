@@ -7,12 +7,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import torch
 
 from nanoinfer.config import EngineConfig
+from nanoinfer.distributed import comm_stats
 from nanoinfer.engine.block_manager import BlockManager
 from nanoinfer.engine.events import EventBus
 from nanoinfer.engine.metrics import EngineMetrics, StepRecord
@@ -47,8 +49,7 @@ class LLMEngine:
         self._finish_config()
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
-        if config.tensor_parallel_size > 1:
-            raise NotImplementedError("tensor_parallel_size > 1 is not available yet")
+        self._check_tensor_parallel()
         num_blocks, knob = self._kv_budget()
         if num_blocks is not None:
             self._check_kv_blocks(num_blocks, knob)
@@ -56,7 +57,21 @@ class LLMEngine:
         self.eos_token_ids = self._eos_token_ids()
 
         self.events = EventBus()
-        self.model_runner = ModelRunner(config, self.hf_config, self.model_dir, self.device, self.dtype, self.events)
+        self.workers = None
+        if config.tensor_parallel_size > 1:  # spawns ranks 1.., and makes this process rank 0
+            from nanoinfer.engine.parallel import WorkerGroup, rank_device
+
+            self.device = rank_device(self.device.type, 0)
+            self.workers = WorkerGroup(config, self.hf_config, self.model_dir, self.device, self.dtype)
+        try:
+            self.model_runner = ModelRunner(config, self.hf_config, self.model_dir, self.device, self.dtype,
+                                            self.events, self.workers)
+            self._finish_setup(num_blocks, knob)
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _finish_setup(self, num_blocks: int | None, knob: str) -> None:
         if num_blocks is None:  # a GPU: what is left after the weights and the peak activations
             num_blocks = self._check_kv_blocks(self.model_runner.kv_blocks_for_gpu_budget(), knob)
         self.model_runner.allocate_kv_cache(num_blocks)
@@ -103,6 +118,32 @@ class LLMEngine:
         else:
             model_dir = Path(model).expanduser()
         return model_dir, load_model_config(model_dir)
+
+    def _check_tensor_parallel(self) -> None:
+        """Refuse a tensor_parallel_size the model or the machine cannot take, before any process starts."""
+        tp, hf = self.config.tensor_parallel_size, self.hf_config
+        if tp == 1:
+            return
+        if self.device.type == "cuda" and tp > torch.cuda.device_count():
+            raise ValueError(f"tensor_parallel_size={tp} exceeds the {torch.cuda.device_count()} CUDA devices here")
+        if self.device.type == "cpu" and tp > (os.cpu_count() or 1) * 4:
+            raise ValueError(f"tensor_parallel_size={tp} is far more processes than this machine's "
+                             f"{os.cpu_count()} CPU cores")
+        heads, kv_heads = hf.num_attention_heads, hf.num_key_value_heads
+        if heads % tp:
+            raise ValueError(f"tensor_parallel_size={tp} does not divide the model's {heads} attention heads")
+        if kv_heads % tp and tp % kv_heads:
+            raise ValueError(f"tensor_parallel_size={tp} and the model's {kv_heads} key/value heads: one must "
+                             "divide the other (KV heads are split, or replicated when there are fewer than ranks)")
+        for name in ("intermediate_size", "hidden_size"):
+            if getattr(hf, name) % tp:
+                raise ValueError(f"tensor_parallel_size={tp} does not divide the model's {name} "
+                                 f"({getattr(hf, name)})")
+
+    def shutdown(self) -> None:
+        """Stop the tensor-parallel workers (if any). The engine cannot run afterwards."""
+        if getattr(self, "workers", None) is not None:
+            self.workers.shutdown()
 
     def _finish_config(self) -> None:
         c, hf = self.config, self.hf_config
@@ -223,7 +264,12 @@ class LLMEngine:
         if batch is None:
             raise RuntimeError("the scheduler found nothing to run although requests are pending")
         t1 = time.perf_counter()
-        sampled = self.model_runner.run(batch)
+        comm_before = (comm_stats.all_reduce_bytes + comm_stats.all_gather_bytes, comm_stats.seconds)
+        try:
+            sampled = self.model_runner.run(batch)
+        except BaseException:
+            self.shutdown()  # tensor-parallel ranks may be out of step now: stop them rather than hang later
+            raise
         t2 = time.perf_counter()
         finished = self.scheduler.postprocess(batch, sampled)
         t3 = time.perf_counter()
@@ -232,6 +278,8 @@ class LLMEngine:
             num_sampled=sum(t is not None for t in sampled), num_preempted=len(batch.preempted),
             num_finished=len(finished), used_blocks=self.block_manager.num_used_blocks, start=t0,
             schedule_s=t1 - t0, model_s=t2 - t1, postprocess_s=t3 - t2,
+            comm_bytes=comm_stats.all_reduce_bytes + comm_stats.all_gather_bytes - comm_before[0],
+            comm_s=comm_stats.seconds - comm_before[1],
         ))
         if self.events:
             self.events.emit("step_end", "LLMEngine", phase=batch.phase, seq_ids=[s.seq_id for s in batch.seqs],

@@ -19,6 +19,8 @@ class StepRecord:
     schedule_s: float
     model_s: float
     postprocess_s: float
+    comm_bytes: int = 0  # bytes this rank sent through all-reduce / all-gather during the step
+    comm_s: float = 0.0  # seconds inside those collectives (only with measure_communication=True)
 
     @property
     def seconds(self) -> float:

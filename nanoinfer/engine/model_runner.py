@@ -8,6 +8,7 @@ The ModelRunner also owns the KV cache: one tensor per layer pair of keys and va
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,6 +24,21 @@ from nanoinfer.layers.sampler import Sampler
 from nanoinfer.models import model_class
 from nanoinfer.models.llama import head_dim_of
 from nanoinfer.models.loader import init_random_weights, load_weights
+
+
+@dataclass
+class StepInputs:
+    """One step's work as plain lists (what rank 0 sends to the other tensor-parallel ranks)."""
+
+    phase: str
+    input_ids: list[int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    slots: list[int] = field(default_factory=list)
+    query_start: list[int] = field(default_factory=lambda: [0])
+    query_lens: list[int] = field(default_factory=list)
+    seq_lens: list[int] = field(default_factory=list)
+    block_tables: list[list[int]] = field(default_factory=list)
+    logits_index: list[int] = field(default_factory=list)
 
 
 def kv_cache_bytes_per_block(hf_config, block_size: int, dtype: torch.dtype, tp_size: int = 1) -> int:
@@ -41,8 +57,10 @@ class ModelRunner:
         device: torch.device,
         dtype: torch.dtype,
         events: EventBus | None = None,
+        workers=None,
     ) -> None:
         self.config = config
+        self.workers = workers  # on rank 0 of a tensor-parallel group: the other ranks (a WorkerGroup)
         self.hf_config = hf_config
         self.device = device
         self.dtype = dtype
@@ -65,7 +83,7 @@ class ModelRunner:
         self.load_seconds = time.perf_counter() - t0
 
         self.attention_layers = [m for m in self.model.modules() if isinstance(m, Attention)]
-        self.backend = make_attention_backend(config.attention_backend, device)
+        self.backend = make_attention_backend(config.attention_backend, device, self.block_size)
         for layer in self.attention_layers:
             layer.backend = self.backend
         self.sampler = Sampler(device, config.seed)
@@ -96,6 +114,11 @@ class ModelRunner:
         Filled with zeros so that masked-out slots never hold NaN (0 * NaN would leak through a matmul).
         The explicit fill also touches every page: on Linux, reading pages that ``torch.zeros`` left
         unmapped faults on each one, which made gathers from the cache ~20x slower on a CPU."""
+        if self.workers is not None:
+            self.workers.call("allocate_kv_cache", num_blocks)
+        self._allocate_local(num_blocks)
+
+    def _allocate_local(self, num_blocks: int) -> None:
         layer = self.attention_layers[0]
         shape = (2, len(self.attention_layers), num_blocks, self.block_size, layer.num_kv_heads, layer.head_dim)
         self.kv_cache = torch.empty(shape, dtype=self.dtype, device=self.device).fill_(0)
@@ -109,10 +132,13 @@ class ModelRunner:
         activations of the largest step, which a warm-up measures: a full-budget prefill (with a scratch
         KV cache just big enough for it), then logits and sampling for ``max_num_seqs`` rows."""
         c = self.config
+        if self.workers is not None:
+            self.workers.call("kv_blocks_for_gpu_budget", reply=True)
         seq_len = min(c.max_model_len, c.max_num_batched_tokens)
         num_seqs = max(1, min(c.max_num_seqs, c.max_num_batched_tokens // seq_len))
         blocks_per_seq = -(-seq_len // self.block_size)
-        self.allocate_kv_cache(num_seqs * blocks_per_seq)
+        workers, self.workers = self.workers, None  # each rank runs this same code: no forwarding inside
+        self._allocate_local(num_seqs * blocks_per_seq)
         torch.cuda.synchronize(self.device)
         baseline = torch.cuda.memory_allocated(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
@@ -121,7 +147,7 @@ class ModelRunner:
             seq = Sequence(-1 - i, [0] * seq_len, SamplingParams(temperature=1.0, top_p=0.9))
             seq.block_table = list(range(i * blocks_per_seq, (i + 1) * blocks_per_seq))
             seqs.append(seq)
-        self.run(ScheduledBatch("prefill", seqs, [seq_len] * num_seqs))
+        self.execute(self.host_inputs(ScheduledBatch("prefill", seqs, [seq_len] * num_seqs), self.block_size))
         hidden = torch.zeros(c.max_num_seqs, self.hf_config.hidden_size, dtype=self.dtype, device=self.device)
         params = [SamplingParams(temperature=1.0, top_p=0.9)] * c.max_num_seqs
         self.sampler(self.model.compute_logits(hidden), params, [None] * c.max_num_seqs)
@@ -135,7 +161,11 @@ class ModelRunner:
         per_block = kv_cache_bytes_per_block(self.hf_config, self.block_size, self.dtype, c.tensor_parallel_size)
         # (total - free) holds the CUDA context, the weights and whatever else lives on the card now.
         budget = total * c.gpu_memory_utilization - (total - free) - self.activation_peak_bytes
-        return max(0, int(budget // per_block))
+        blocks = max(0, int(budget // per_block))
+        self.workers = workers
+        if workers is not None:  # every rank must hold the same number of blocks: take the smallest
+            blocks = min([blocks, *workers.replies()])
+        return blocks
 
     def capture_cuda_graphs(self) -> None:
         """Capture decode graphs unless ``enforce_eager``, on a CPU, or with a backend that cannot be
@@ -143,71 +173,93 @@ class ModelRunner:
         c = self.config
         if self.device.type != "cuda" or c.enforce_eager or not getattr(self.backend, "supports_cuda_graphs", False):
             return
+        if self.workers is not None:
+            self.workers.call("capture_cuda_graphs")
         t0 = time.perf_counter()
         max_bs = min(c.cuda_graph_max_batch_size or 512, c.max_num_seqs)
-        self.graphs = CudaGraphRunner(self.model, self.hf_config.hidden_size, max_bs, c.max_model_len,
-                                      self.block_size, self.device, self.dtype)
+        self.graphs = CudaGraphRunner(self.model, self.backend, self.attention_layers[0].num_kv_heads,
+                                      self.hf_config.hidden_size, max_bs, c.max_model_len, self.block_size,
+                                      self.device, self.dtype)
         self.graphs.capture()
         self.graph_capture_seconds = time.perf_counter() - t0
 
     # ---- one step ------------------------------------------------------------------------------
-    def prepare(self, batch: ScheduledBatch):
-        """Flatten the batch: token ids, positions, cache slots, and where each sequence starts."""
-        bs = self.block_size
-        input_ids: list[int] = []
-        positions: list[int] = []
-        slots: list[int] = []
-        query_start = [0]
-        seq_lens: list[int] = []
-        logits_index: list[int] = []
+    @staticmethod
+    def host_inputs(batch: ScheduledBatch, block_size: int) -> StepInputs:
+        """Flatten the batch on the host: token ids, positions, cache slots, where each sequence starts.
+        Plain lists: cheap to send to tensor-parallel workers, which build their own tensors from them."""
+        bs = block_size
+        inputs = StepInputs(batch.phase)
         for seq, n in zip(batch.seqs, batch.num_new_tokens):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
             table = seq.block_table
-            input_ids.extend(seq.token_ids[start:end])
-            positions.extend(range(start, end))
-            slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
-            query_start.append(query_start[-1] + n)
-            seq_lens.append(end)
+            inputs.input_ids.extend(seq.token_ids[start:end])
+            inputs.positions.extend(range(start, end))
+            inputs.slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
+            inputs.query_start.append(inputs.query_start[-1] + n)
+            inputs.query_lens.append(n)
+            inputs.seq_lens.append(end)
             if end == seq.num_tokens:  # reached the last token: its logits give the next one
-                logits_index.append(query_start[-1] - 1)
+                inputs.logits_index.append(inputs.query_start[-1] - 1)
         width = max(len(s.block_table) for s in batch.seqs)
-        tables = [s.block_table + [0] * (width - len(s.block_table)) for s in batch.seqs]
+        inputs.block_tables = [s.block_table + [0] * (width - len(s.block_table)) for s in batch.seqs]
+        return inputs
 
+    def device_inputs(self, inputs: StepInputs):
+        """The model's inputs on this rank's device, and the attention metadata shared by every layer."""
         def to_device(values, dtype):
             t = torch.tensor(values, dtype=dtype, pin_memory=self.device.type == "cuda")
             return t.to(self.device, non_blocking=True)
 
         meta = AttentionMetadata(
-            is_decode=batch.phase == "decode",
-            slot_mapping=to_device(slots, torch.int64),
-            query_start_loc=to_device(query_start, torch.int32),
-            seq_lens=to_device(seq_lens, torch.int32),
-            block_tables=to_device(tables, torch.int32),
-            max_query_len=max(batch.num_new_tokens),
-            max_seq_len=max(seq_lens),
-            block_size=bs,
-            query_lens_cpu=list(batch.num_new_tokens),
-            seq_lens_cpu=seq_lens,
+            is_decode=inputs.phase == "decode",
+            slot_mapping=to_device(inputs.slots, torch.int64),
+            query_start_loc=to_device(inputs.query_start, torch.int32),
+            seq_lens=to_device(inputs.seq_lens, torch.int32),
+            block_tables=to_device(inputs.block_tables, torch.int32),
+            max_query_len=max(inputs.query_lens),
+            max_seq_len=max(inputs.seq_lens),
+            block_size=self.block_size,
+            query_lens_cpu=inputs.query_lens,
+            seq_lens_cpu=inputs.seq_lens,
         )
-        return to_device(input_ids, torch.int64), to_device(positions, torch.int64), meta, logits_index
+        return to_device(inputs.input_ids, torch.int64), to_device(inputs.positions, torch.int64), meta
+
+    @torch.inference_mode()
+    def execute(self, inputs: StepInputs) -> torch.Tensor | None:
+        """The forward pass and the logits of the sampled positions. Every tensor-parallel rank runs this
+        (its collectives must line up); the logits are complete on every rank after the LM head's gather."""
+        input_ids, positions, meta = self.device_inputs(inputs)
+        if inputs.phase == "decode" and self.graphs is not None:
+            self.graphs.coverage.decode_steps += 1
+            if len(inputs.seq_lens) <= self.graphs.max_batch_size:
+                hidden = self.graphs.run(input_ids, positions, meta)
+            else:
+                hidden = self.model(input_ids, positions, meta)
+        else:
+            hidden = self.model(input_ids, positions, meta)
+        if not inputs.logits_index:
+            return None
+        return self.model.compute_logits(hidden[inputs.logits_index])
 
     @torch.inference_mode()
     def run(self, batch: ScheduledBatch) -> list[int | None]:
         """Run one step; return the sampled token of each sequence (None where a prefill chunk stops short)."""
-        input_ids, positions, meta, logits_index = self.prepare(batch)
+        inputs = self.host_inputs(batch, self.block_size)
         if self.bus:
-            self.bus.emit("forward", "ModelRunner", phase=batch.phase, num_tokens=len(input_ids),
+            self.bus.emit("forward", "ModelRunner", phase=batch.phase, num_tokens=len(inputs.input_ids),
                           seq_ids=[s.seq_id for s in batch.seqs])
-        if batch.phase == "decode" and self.graphs is not None:
-            self.graphs.coverage.decode_steps += 1
-        if batch.phase == "decode" and self.graphs is not None and len(batch.seqs) <= self.graphs.max_batch_size:
-            hidden = self.graphs.run(input_ids, positions, meta)
+        if self.workers is None:
+            logits = self.execute(inputs)
         else:
-            hidden = self.model(input_ids, positions, meta)
-        sampling = [s for s, samples in zip(batch.seqs, batch.samples()) if samples]
-        if not sampling:
+            self.workers.call("execute", inputs)  # the other ranks run the same step alongside
+            try:
+                logits = self.execute(inputs)
+            except Exception as error:  # a collective failed: was it a dead worker?
+                raise self.workers.explain(error) from error
+        if logits is None:
             return [None] * len(batch.seqs)
-        logits = self.model.compute_logits(hidden[logits_index])
+        sampling = [s for s, samples in zip(batch.seqs, batch.samples()) if samples]
         tokens = self.sampler(logits, [s.sampling_params for s in sampling], [s.generator for s in sampling])
         tokens = tokens.tolist()
         if self.bus:

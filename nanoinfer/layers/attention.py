@@ -65,10 +65,11 @@ class Attention(nn.Module):
         return self.backend.forward(q, k, v, self.k_cache, self.v_cache, meta, self.scale)
 
 
-def make_attention_backend(name: str, device: torch.device):
-    """Instantiate a backend by name; ``auto`` picks the fastest one available on ``device``."""
+def make_attention_backend(name: str, device: torch.device, block_size: int | None = None):
+    """Instantiate a backend by name; ``auto`` picks the fastest one available on ``device`` (flash-attn
+    only when the block size suits its paged kernels)."""
     if name == "auto":
-        name = "torch" if device.type != "cuda" else _best_gpu_backend()
+        name = "torch" if device.type != "cuda" else _best_gpu_backend(block_size)
     if name in ("torch", "naive"):
         from nanoinfer.layers.attention_torch import TorchAttentionBackend
 
@@ -83,15 +84,16 @@ def make_attention_backend(name: str, device: torch.device):
     if name == "flash_attn":
         from nanoinfer.layers.attention_flash import FlashAttentionBackend
 
-        return FlashAttentionBackend()
+        return FlashAttentionBackend(block_size)
     raise ValueError(f"unknown attention_backend {name!r}")
 
 
-def _best_gpu_backend() -> str:
+def _best_gpu_backend(block_size: int | None) -> str:
     try:
         import flash_attn  # noqa: F401
 
-        return "flash_attn"
+        if block_size is None or block_size % 256 == 0:
+            return "flash_attn"
     except ImportError:
         pass
     try:

@@ -1,0 +1,256 @@
+"""Tensor-parallel worker processes: rank 0 lives in the caller's process and schedules; ranks 1..N-1
+are spawned here and each runs its shard of the model.
+
+Every call that runs the model (and so meets the other ranks in collectives) is sent to the workers
+through a pipe just before rank 0 runs it itself, so all ranks enter the same collectives in the same
+order. A step travels as plain lists (``StepInputs``): a decode step of 256 sequences is a few KB.
+
+Processes never outlive the engine: ``shutdown`` (also at interpreter exit) stops them, each worker exits
+when its pipe closes, and on Linux the kernel kills a worker whose parent dies. A watchdog thread sees a
+worker die and turns the stuck or failing collective into a clear error within seconds.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import sys
+import threading
+import traceback
+import weakref
+from datetime import timedelta
+from multiprocessing.connection import wait
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from nanoinfer.distributed import comm_stats, set_tensor_parallel
+
+COLLECTIVE_TIMEOUT = timedelta(seconds=120)  # a last resort: the watchdog normally reports dead ranks first
+
+
+class WorkerDied(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """Linux: ask the kernel to kill this process when its parent dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def init_rank(rank: int, size: int, port: int, device: torch.device, timed: bool = False) -> None:
+    """Join the tensor-parallel group: NCCL between GPUs, gloo between CPU processes."""
+    set_tensor_parallel(rank, size)
+    comm_stats.reset()
+    comm_stats.timed = timed
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    else:  # share the cores instead of oversubscribing them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // size))
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size,
+                            timeout=COLLECTIVE_TIMEOUT, **({"device_id": device} if device.type == "cuda" else {}))
+
+
+def rank_device(device_type: str, rank: int) -> torch.device:
+    return torch.device("cuda", rank) if device_type == "cuda" else torch.device("cpu")
+
+
+def worker_main(rank: int, size: int, port: int, config, hf_config, model_dir, device_type: str, dtype, conn) -> None:
+    """A worker's whole life: join the group, build its ModelRunner shard, then serve calls until told to
+    stop or until the pipe to rank 0 closes."""
+    _die_with_parent()
+    from nanoinfer.engine.model_runner import ModelRunner
+
+    conn.send(("spawned", None))
+    try:
+        device = rank_device(device_type, rank)
+        init_rank(rank, size, port, device, config.measure_communication)
+        runner = ModelRunner(config, hf_config, model_dir, device, dtype)
+        conn.send(("ready", None))
+        while True:
+            try:
+                method, args, reply = conn.recv()
+            except EOFError:  # rank 0 is gone
+                break
+            if method == "shutdown":
+                break
+            result = getattr(runner, method)(*args)
+            if reply:
+                conn.send(("ok", result))
+    except BaseException:  # report, then exit: rank 0's collectives fail as this process's sockets close
+        try:
+            conn.send(("error", traceback.format_exc()))
+        except Exception:
+            pass
+        os._exit(1)
+    try:
+        dist.destroy_process_group()
+    finally:
+        os._exit(0)
+
+
+class WorkerGroup:
+    """Ranks 1..size-1 of one engine. Creating it also makes the calling process rank 0 of the group."""
+
+    def __init__(self, config, hf_config, model_dir, device: torch.device, dtype: torch.dtype) -> None:
+        size = config.tensor_parallel_size
+        self.size = size
+        self.closed = False
+        self.failure: str | None = None
+        self._threads = torch.get_num_threads()  # rank 0 shares the cores while the group lives
+        port = free_port()
+        ctx = mp.get_context("spawn")
+        self.conns, self.procs = [], []
+        for rank in range(1, size):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=worker_main, name=f"nanoinfer-tp{rank}", daemon=True,
+                               args=(rank, size, port, config, hf_config, model_dir, device.type, dtype, child))
+            proc.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(proc)
+        self._finalizer = weakref.finalize(self, _stop, self.conns, self.procs)
+        atexit.register(self._finalizer)
+        try:
+            for rank, conn in enumerate(self.conns, start=1):
+                self._await_spawned(rank, conn)
+            init_rank(0, size, port, device, config.measure_communication)
+            for rank, conn in enumerate(self.conns, start=1):
+                self._receive(rank, conn)  # "ready": its shard is loaded
+        except BaseException:
+            self.shutdown()
+            raise
+        self._watchdog = threading.Thread(target=self._watch, name="nanoinfer-tp-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _await_spawned(self, rank: int, conn, timeout: float = 300.0) -> None:
+        """Wait until a new worker has started Python and unpickled its arguments."""
+        proc = self.procs[rank - 1]
+        if wait([conn, proc.sentinel], timeout=timeout) and conn.poll():
+            try:
+                if conn.recv()[0] == "spawned":
+                    return
+            except EOFError:  # it died before saying anything
+                pass
+        proc.join(timeout=5)
+        hint = ""
+        if proc.exitcode == 1:
+            hint = ("; if this runs from a script, create the LLM under `if __name__ == '__main__':` (workers are "
+                    "spawned processes and import the main module again)")
+        raise WorkerDied(f"tensor-parallel rank {rank} exited during start-up (exit code {proc.exitcode}){hint}")
+
+    # ---- calls ---------------------------------------------------------------------------------
+    def call(self, method: str, *args, reply: bool = False) -> None:
+        """Start ``method(*args)`` on every worker (rank 0 runs it itself right after)."""
+        self._check()
+        for rank, conn in enumerate(self.conns, start=1):
+            try:
+                conn.send((method, args, reply))
+            except (BrokenPipeError, ConnectionResetError, EOFError):
+                self._raise_dead(rank)
+
+    def replies(self) -> list:
+        """The results of the last ``call(..., reply=True)``, one per worker."""
+        return [self._receive(rank, conn) for rank, conn in enumerate(self.conns, start=1)]
+
+    def _receive(self, rank: int, conn):
+        try:
+            kind, payload = conn.recv()
+        except (EOFError, ConnectionResetError):
+            self._raise_dead(rank)
+        if kind == "error":
+            self.failure = f"tensor-parallel rank {rank} failed:\n{payload}"
+            self.shutdown()
+            raise WorkerDied(self.failure)
+        return payload
+
+    # ---- failure handling ----------------------------------------------------------------------
+    def _watch(self) -> None:
+        """Wait on the workers' process handles; if one dies while the group is live, record why and
+        abort the process group so that rank 0's collective raises instead of waiting."""
+        sentinels = {p.sentinel: (rank, p) for rank, p in enumerate(self.procs, start=1)}
+        ready = wait(list(sentinels))
+        if self.closed:
+            return
+        rank, proc = sentinels[ready[0]]
+        proc.join(timeout=1)
+        self.failure = f"tensor-parallel rank {rank} (pid {proc.pid}) died with exit code {proc.exitcode}"
+        abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
+        if abort is not None and dist.is_initialized() and dist.get_backend() == "nccl":
+            try:
+                abort()
+            except Exception:
+                pass
+
+    def _check(self) -> None:
+        if self.failure:
+            raise WorkerDied(self.failure + "; create a new LLM")
+        if self.closed:
+            raise WorkerDied("the tensor-parallel workers were shut down; create a new LLM")
+
+    def _raise_dead(self, rank: int):
+        proc = self.procs[rank - 1]
+        proc.join(timeout=5)
+        self.failure = self.failure or f"tensor-parallel rank {rank} (pid {proc.pid}) died with exit code {proc.exitcode}"
+        failure = self.failure
+        self.shutdown()
+        raise WorkerDied(failure)
+
+    def explain(self, error: BaseException) -> BaseException:
+        """Turn an error out of a collective into the worker failure that caused it, if any."""
+        for _ in range(50):  # the watchdog may need a moment to see the process go
+            if self.failure or all(p.is_alive() for p in self.procs):
+                break
+            threading.Event().wait(0.1)
+        if self.failure:
+            failure = self.failure
+            self.shutdown()
+            return WorkerDied(failure)
+        return error
+
+    def shutdown(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._finalizer()
+        if dist.is_initialized():
+            try:
+                dist.destroy_process_group()
+            except Exception:
+                pass
+        set_tensor_parallel(0, 1)
+        comm_stats.reset()
+        comm_stats.timed = False
+        torch.set_num_threads(self._threads)
+
+
+def _stop(conns, procs) -> None:
+    """Stop every worker: ask politely, then terminate, then kill. Safe to call twice."""
+    for conn in conns:
+        try:
+            conn.send(("shutdown", (), False))
+        except Exception:
+            pass
+    for proc in procs:
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    for conn in conns:
+        conn.close()

@@ -1,0 +1,106 @@
+"""Tensor parallelism on the CPU (gloo): the same tokens and logits as one rank, clean start and stop,
+and a clear error when a rank dies."""
+
+import multiprocessing
+import os
+import signal
+import time
+
+import pytest
+
+from helpers import assert_no_leaks, relative_error
+from nanoinfer import LLM, SamplingParams
+from nanoinfer.engine.parallel import WorkerDied
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True)
+
+
+def tokens_and_logits(llm, prompts, params=GREEDY):
+    with llm.trace() as trace:
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+    logits = {}
+    for e in trace:
+        if e.kind == "sampled":
+            for row, seq_id in enumerate(e.data["seq_ids"]):
+                logits.setdefault(seq_id - outputs[0].request_id, []).append(e.data["logits"][row])
+    return [o.token_ids for o in outputs], logits
+
+
+@pytest.fixture(autouse=True)
+def no_orphans():
+    yield
+    deadline = time.time() + 10
+    while multiprocessing.active_children() and time.time() < deadline:
+        time.sleep(0.1)
+    assert not multiprocessing.active_children(), "worker processes were left behind"
+
+
+@pytest.mark.parametrize("name, tp", [("qwen3", 2), ("llama", 2), ("smollm2", 3)])
+def test_tensor_parallel_matches_one_rank(name, tp, reference):
+    ref = reference(name)
+    # SmolLM2 in three processes on a 2-core machine is slow: fewer prompts and tokens there.
+    prompts, n = (ref.prompts[:4], 16) if name == "smollm2" else (ref.prompts, 32)
+    params = SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True)
+    with LLM(str(ref.path), max_model_len=256, tensor_parallel_size=tp) as llm:
+        tokens, logits = tokens_and_logits(llm, prompts, params)
+        steps = llm.step_timeline()
+        assert steps["comm_bytes"].gt(0).all(), "every step all-reduces"
+        assert_no_leaks(llm)
+    assert tokens == [t[:n] for t in ref.greedy[: len(prompts)]]
+    one = LLM(str(ref.path), max_model_len=256)
+    _, logits_one = tokens_and_logits(one, prompts, params)
+    for seq_id, rows in logits_one.items():
+        for a, b in zip(logits[seq_id], rows):
+            assert relative_error(a, b) < 1e-5
+
+
+def test_bad_tensor_parallel_sizes_refused_before_any_process(tiny_llama):
+    with pytest.raises(ValueError, match="does not divide the model's 4 attention heads"):
+        LLM(str(tiny_llama), tensor_parallel_size=3)
+    with pytest.raises(ValueError, match="CPU cores"):
+        LLM(str(tiny_llama), tensor_parallel_size=1024)
+    assert not multiprocessing.active_children()
+
+
+def test_dead_rank_raises_quickly_and_nothing_hangs(tiny_qwen3):
+    llm = LLM(str(tiny_qwen3), max_model_len=256, tensor_parallel_size=2)
+    victim = llm.engine.workers.procs[0]
+    killed = {}
+
+    def kill_mid_generation(event):
+        if event.kind == "decode_step" and event.step == 5 and not killed:
+            killed["at"] = time.time()
+            os.kill(victim.pid, signal.SIGKILL)
+
+    llm.events.subscribe(kill_mid_generation)
+    with pytest.raises(WorkerDied, match=r"rank 1 \(pid \d+\) died"):
+        llm.generate([[1, 2, 3]] * 4, SamplingParams(max_tokens=200, ignore_eos=True), use_tqdm=False)
+    assert time.time() - killed["at"] < 30
+    with pytest.raises(WorkerDied, match="create a new LLM"):
+        llm.generate([[1, 2, 3]], use_tqdm=False)
+    llm.shutdown()
+
+
+def test_interrupt_stops_the_group(tiny_llama):
+    llm = LLM(str(tiny_llama), max_model_len=256, tensor_parallel_size=2)
+
+    def interrupt(event):
+        if event.kind == "forward" and event.step == 3:
+            raise KeyboardInterrupt
+
+    llm.events.subscribe(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        llm.generate([[5, 6, 7]] * 2, SamplingParams(max_tokens=50), use_tqdm=False)
+    assert llm.block_manager.num_free_blocks == llm.block_manager.num_blocks
+    assert llm.engine.workers.closed
+
+
+def test_communication_is_measured(tiny_llama):
+    with LLM(str(tiny_llama), max_model_len=256, tensor_parallel_size=2, measure_communication=True) as llm:
+        llm.generate([[1, 2, 3, 4]] * 3, SamplingParams(max_tokens=4, ignore_eos=True), use_tqdm=False)
+        steps = llm.step_timeline()
+    hidden, layers = 64, 2
+    decode = steps[steps.phase == "decode"].iloc[0]
+    # two all-reduces per layer of [tokens, hidden] float32, the embedding's, and the logits all-gather
+    expected_all_reduce = (2 * layers + 1) * decode.num_tokens * hidden * 4
+    assert decode.comm_bytes >= expected_all_reduce and decode.comm_s > 0
