@@ -285,7 +285,9 @@ def main(argv: list[str] | None = None) -> dict:
     phases = llm.engine.metrics.summary()
     graphs = llm.model_runner.graphs
     print("nanoinfer phases: " + ", ".join(f"{k} {v['steps']} steps {v['seconds']:.2f} s ({v['tokens_per_s']:.0f} tok/s)"
-                                          for k, v in phases.items()))
+                                          for k, v in phases.items())
+          + (f"; decode {1e3 * phases['decode']['seconds'] / phases['decode']['steps']:.2f} ms/step"
+             if phases["decode"]["steps"] else ""))
     roof = roofline(llm, workload, copy_bandwidth(llm.engine.device))
     print(f"memory roofline: {roof['tokens_per_s']:.0f} tok/s ({roof['kv_read_bytes'] / 1e12:.2f} TB of KV reads + "
           f"{roof['decode_steps']} steps x {roof['weight_bytes'] / 1e9:.2f} GB of weights at "

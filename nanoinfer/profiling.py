@@ -1,0 +1,92 @@
+"""Where the time of a decode step goes: torch.profiler over a few engine steps, kernels grouped into
+attention, GEMMs, sampling, element-wise ops and communication, and the host time nothing covers.
+
+    from nanoinfer.profiling import profile_decode
+    table = profile_decode(llm, num_seqs=64, context_len=1024, trace_path="decode_trace.json")
+
+On a GPU the times are kernel (device) times; "CPU overhead" is the wall time the device sat idle, which
+is what CUDA graphs remove. On a CPU the operators' own times are used instead.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from nanoinfer.sampling_params import SamplingParams
+
+# Substrings of kernel / operator names, checked in this order (the first match wins).
+CATEGORIES = [
+    ("communication", ("nccl", "allreduce", "all_reduce", "all_gather", "gloo", "c10d")),
+    ("attention", ("_decode_kernel", "_decode_reduce", "_prefill_kernel", "_store_kv", "flash", "attn",
+                   "scaled_dot_product", "index_select", "index_copy", "fmha")),
+    ("sampling", ("argmax", "exponential", "sort", "cumsum", "topk", "distribution", "multinomial",
+                  "gumbel")),
+    ("GEMM", ("gemm", "xmma", "cutlass", "nvjet", "cublas", "aten::mm", "aten::addmm", "aten::linear",
+              "aten::matmul", "sm90", "sm80")),
+    ("copies", ("memcpy", "memset", "aten::copy_", "aten::to", "aten::fill_")),
+    ("norm / rotary / activation", ("triton_", "elementwise", "vectorized", "reduce_kernel", "aten::mul",
+                                    "aten::add", "aten::silu", "aten::rsqrt", "aten::pow", "aten::mean",
+                                    "aten::cat", "aten::neg", "aten::embedding")),
+]
+
+
+def category(name: str) -> str:
+    lowered = name.lower()
+    for label, keys in CATEGORIES:
+        if any(k.lower() in lowered for k in keys):
+            return label
+    return "other"
+
+
+def _start_decoding(llm, num_seqs: int, context_len: int, steps: int) -> None:
+    """Queue ``num_seqs`` random prompts of ``context_len`` tokens and run until every one is decoding."""
+    vocab = llm.engine.hf_config.vocab_size
+    g = torch.Generator().manual_seed(0)
+    for _ in range(num_seqs):
+        prompt = torch.randint(0, vocab, (context_len,), generator=g).tolist()
+        llm.engine.add_request(prompt, SamplingParams(temperature=0.0, max_tokens=steps + 8, ignore_eos=True))
+    while any(s.num_uncomputed_tokens > 1 for s in llm.scheduler.running) or llm.scheduler.waiting:
+        llm.engine.step()
+    for _ in range(2):  # warm decode steps (graphs, caches) before measuring
+        llm.engine.step()
+
+
+def profile_decode(llm, num_seqs: int = 1, context_len: int = 512, steps: int = 5,
+                   trace_path: str | None = None):
+    """Profile ``steps`` decode steps of ``num_seqs`` sequences; return a DataFrame of time per category
+    (milliseconds per step and share), with ``.attrs`` holding the wall time per step."""
+    import pandas as pd
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = llm.engine.device.type == "cuda"
+    _start_decoding(llm, num_seqs, context_len, steps)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            llm.engine.step()
+        if cuda:
+            torch.cuda.synchronize()
+        wall_ms = (time.perf_counter() - start) * 1e3 / steps
+    llm.engine.abort_all()
+    if trace_path:
+        prof.export_chrome_trace(trace_path)
+
+    totals: dict[str, float] = {}
+    for evt in prof.key_averages():
+        if cuda:
+            us = getattr(evt, "self_device_time_total", None) or getattr(evt, "self_cuda_time_total", 0)
+        else:
+            us = evt.self_cpu_time_total if evt.key.startswith("aten::") else 0
+        if us > 0:
+            totals[category(evt.key)] = totals.get(category(evt.key), 0.0) + us / 1e3 / steps
+    busy = sum(totals.values())
+    if cuda:  # what the device did not cover: the launch and Python overhead that CUDA graphs remove
+        totals["CPU overhead (device idle)"] = max(0.0, wall_ms - busy)
+    table = pd.DataFrame({"ms_per_step": totals}).sort_values("ms_per_step", ascending=False)
+    table["share"] = table["ms_per_step"] / table["ms_per_step"].sum()
+    table.attrs.update(wall_ms_per_step=wall_ms, num_seqs=num_seqs, context_len=context_len,
+                       device=str(llm.engine.device), graphs=llm.model_runner.graphs is not None)
+    return table
