@@ -101,8 +101,9 @@ def _sync(device: torch.device) -> None:
 def run_nanoinfer(llm, workload: Workload) -> Result:
     from nanoinfer import SamplingParams
 
-    params = [SamplingParams(temperature=workload.temperature, max_tokens=n, ignore_eos=True, seed=i)
-              for i, n in enumerate(workload.output_lens)]
+    # No per-request seeds: a seeded request draws its noise from its own generator, one launch per row.
+    params = [SamplingParams(temperature=workload.temperature, max_tokens=n, ignore_eos=True)
+              for n in workload.output_lens]
     llm.generate([[1, 2, 3]], SamplingParams(max_tokens=2), use_tqdm=False)  # warm-up
     llm.reset_metrics()
     t0 = time.perf_counter()
@@ -246,6 +247,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--tensor-parallel-size", type=int, default=1)
     p.add_argument("--enforce-eager", action="store_true")
     p.add_argument("--attention-backend", default="auto")
+    p.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
+                   help="launch step N+1 before step N's tokens reach the host (default: on for CUDA)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the small ops (default: on for CUDA, off for CPU)")
     p.add_argument("--json-out", default=None, help="also write the JSON record to this file")
@@ -263,7 +266,8 @@ def main(argv: list[str] | None = None) -> dict:
     max_model_len = args.max_model_len or prompt_range[1] + output_range[1] + 1
     knobs = dict(dtype=args.dtype, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
                  max_model_len=max_model_len, tensor_parallel_size=args.tensor_parallel_size,
-                 enforce_eager=args.enforce_eager, attention_backend=args.attention_backend, compile=args.compile)
+                 enforce_eager=args.enforce_eager, attention_backend=args.attention_backend, compile=args.compile,
+                 async_scheduling=args.async_scheduling)
     if args.block_size:
         knobs["kvcache_block_size"] = args.block_size
     t0 = time.perf_counter()
@@ -283,6 +287,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     results = [run_nanoinfer(llm, workload)]
     phases = llm.engine.metrics.summary()
+    timeline = llm.step_timeline()
+    host = timeline.groupby("phase")[["schedule_s", "model_s", "postprocess_s"]].mean() * 1e3
+    print("mean ms per step (schedule / model incl. prepare and sampling / postprocess):\n" + host.round(3).to_string())
     graphs = llm.model_runner.graphs
     print("nanoinfer phases: " + ", ".join(f"{k} {v['steps']} steps {v['seconds']:.2f} s ({v['tokens_per_s']:.0f} tok/s)"
                                           for k, v in phases.items())
@@ -306,9 +313,8 @@ def main(argv: list[str] | None = None) -> dict:
               "model": args.model or "SmolLM2-135M-Instruct", "engine": repr(llm), "startup_s": startup,
               "phases": phases, "roofline": roof, "memory": llm.engine.memory_report(),
               "cuda_graphs": graphs.coverage.as_dict() if graphs else None, "env": environment(), "args": vars(args)}
+    llm.shutdown()  # give the card back to the peer
     del llm
-    if gpu:
-        torch.cuda.empty_cache()
     if args.peer == "transformers":
         peers = [("paged|sdpa", "generate_batch")] if gpu else []
         peers.append(("sdpa", "generate"))

@@ -26,6 +26,7 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.9  # share of GPU memory the engine may fill (weights + activations + KV)
     tensor_parallel_size: int = 1
     enforce_eager: bool = False  # True turns CUDA graphs off
+    async_scheduling: bool | None = None  # schedule step N+1 while step N runs; default: on for CUDA
     kvcache_block_size: int = 16  # tokens per KV block; a power of two
     num_kvcache_blocks: int | None = None  # fix the KV budget in blocks
     kv_cache_memory_bytes: int | None = None  # fix the KV budget in bytes

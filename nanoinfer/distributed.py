@@ -52,8 +52,8 @@ def set_tensor_parallel(rank: int, size: int) -> None:
 
 
 def _timed(fn, x: torch.Tensor) -> None:
-    if not comm_stats.timed:
-        fn()
+    if not comm_stats.timed or (x.is_cuda and torch.cuda.is_current_stream_capturing()):
+        fn()  # (no synchronising inside a CUDA-graph capture; replays bypass Python anyway)
         return
     if x.is_cuda:
         torch.cuda.synchronize(x.device)
@@ -83,3 +83,11 @@ def all_gather_last_dim(x: torch.Tensor) -> torch.Tensor:
     comm_stats.all_gather_bytes += x.numel() * x.element_size() * _tp_size
     _timed(lambda: dist.all_gather(parts, x.contiguous()), x)
     return torch.cat(parts, dim=-1)
+
+
+def broadcast_from_rank0(x: torch.Tensor) -> torch.Tensor:
+    """Give every rank rank 0's ``x`` (in place; used for the previous step's sampled tokens)."""
+    if _tp_size == 1:
+        return x
+    _timed(lambda: dist.broadcast(x, src=0), x)
+    return x

@@ -97,6 +97,7 @@ class BlockManager:
         count as computed. The cache never covers the last token: its logits are needed to sample.
         """
         assert not seq.block_table, f"sequence {seq.seq_id} already holds blocks"
+        assert not seq.num_pending_tokens, f"sequence {seq.seq_id} still waits for a token value"
         bs = self.block_size
         hits: list[int] = []
         num_eligible = (seq.num_tokens - 1) // bs if self.enable_prefix_caching else 0
@@ -148,7 +149,8 @@ class BlockManager:
         """
         if not self.enable_prefix_caching:
             return
-        num_full = num_computed_tokens // self.block_size
+        # A block is hashed by its tokens: one that ends in a still-pending token waits for a later step.
+        num_full = min(num_computed_tokens, seq.num_known_tokens) // self.block_size
         if num_full <= seq.num_published_blocks:
             return
         hashes = self._block_hashes(seq, num_full)

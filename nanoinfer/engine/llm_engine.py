@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.profiler import record_function
 
 from nanoinfer.config import EngineConfig
 from nanoinfer.distributed import comm_stats
@@ -76,9 +77,12 @@ class LLMEngine:
             num_blocks = self._check_kv_blocks(self.model_runner.kv_blocks_for_gpu_budget(), knob)
         self.model_runner.allocate_kv_cache(num_blocks)
         self.model_runner.capture_cuda_graphs()
+        c = self.config
+        self.async_scheduling = c.async_scheduling if c.async_scheduling is not None else self.device.type == "cuda"
         self.metrics = EngineMetrics()
         self._reset_state()
-        self.warmup_seconds = self._warm_up() if self.model_runner.compile else 0.0
+        warm = self.model_runner.compile or self.device.type == "cuda"
+        self.warmup_seconds = self._warm_up() if warm else 0.0
 
     def _reset_state(self) -> None:
         """A fresh block manager and scheduler: every block free, the prefix cache empty, counters at zero."""
@@ -89,16 +93,20 @@ class LLMEngine:
         self.metrics.reset()
         self.step_index = 0
         self._next_seq_id = 0
+        self._in_flight = None  # the launched step whose tokens have not been collected (async scheduling)
 
     def _warm_up(self) -> float:
         """Run a prefill and a few decode steps of a dummy request so that compilation (and, on a GPU,
         autotuning) happens now rather than inside the first real request; returns the seconds spent."""
         t0 = time.perf_counter()
-        prompt = [0] * max(2, min(self.config.kvcache_block_size - 1, self.config.max_model_len - 4))
-        self.add_request(prompt, SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True))
-        self.add_request(prompt[:-1], SamplingParams(temperature=1.0, max_tokens=3, ignore_eos=True))
-        while self.has_unfinished_requests():
-            self.step()
+        bs = self.config.kvcache_block_size
+        vocab = self.hf_config.vocab_size
+        prompt = [i % vocab for i in range(1, 2 + min(bs + 1, self.config.max_model_len - 8))]
+        # a fresh prompt (greedy), then the same prompt again: a prefix-cache hit runs the paged prefill
+        for temperature in (0.0, 1.0):
+            self.add_request(prompt, SamplingParams(temperature=temperature, max_tokens=3, ignore_eos=True))
+            while self.has_unfinished_requests():
+                self.step()
         self._reset_state()
         return time.perf_counter() - t0
 
@@ -141,9 +149,13 @@ class LLMEngine:
                                  f"({getattr(hf, name)})")
 
     def shutdown(self) -> None:
-        """Stop the tensor-parallel workers (if any). The engine cannot run afterwards."""
+        """Stop the tensor-parallel workers (if any) and give the KV cache and CUDA graphs' memory back.
+        The engine cannot run afterwards."""
         if getattr(self, "workers", None) is not None:
             self.workers.shutdown()
+        runner = getattr(self, "model_runner", None)
+        if runner is not None and runner.kv_cache is not None:
+            runner.release()
 
     def _finish_config(self) -> None:
         c, hf = self.config, self.hf_config
@@ -251,39 +263,58 @@ class LLMEngine:
 
     def abort_all(self) -> None:
         self.scheduler.abort_all()
+        self._in_flight = None
 
     # ---- the loop ------------------------------------------------------------------------------
     def step(self) -> list[Sequence]:
-        """Run one engine step; return the sequences that finished in it."""
+        """Run one engine step; return the sequences that finished in it.
+
+        Synchronous: schedule, launch and wait for step N. With async scheduling the host schedules and
+        launches step N while the GPU still runs step N-1, then collects step N-1's tokens; the GPU never
+        waits for Python between steps, and token values reach the host one step later.
+        """
         self.step_index += 1
         self.events.step = self.block_manager.step = self.step_index
         t0 = time.perf_counter()
         if self.events:
             self.events.emit("step_start", "LLMEngine")
-        batch = self.scheduler.schedule()
-        if batch is None:
-            raise RuntimeError("the scheduler found nothing to run although requests are pending")
+        with record_function("nanoinfer.schedule"):
+            batch = self.scheduler.schedule()
         t1 = time.perf_counter()
         comm_before = (comm_stats.all_reduce_bytes + comm_stats.all_gather_bytes, comm_stats.seconds)
-        try:
-            sampled = self.model_runner.run(batch)
-        except BaseException:
-            self.shutdown()  # tensor-parallel ranks may be out of step now: stop them rather than hang later
-            raise
+        handle = None
+        if batch is not None:
+            try:
+                handle = self.model_runner.launch(batch, self._in_flight)
+            except BaseException:
+                self.shutdown()  # tensor-parallel ranks may be out of step now: stop them rather than hang later
+                raise
+            handle.positions = self.scheduler.advance(batch)
+        elif self._in_flight is None:
+            raise RuntimeError("the scheduler found nothing to run although requests are pending")
         t2 = time.perf_counter()
-        finished = self.scheduler.postprocess(batch, sampled)
+        done = handle
+        if self.async_scheduling:
+            done, self._in_flight = self._in_flight, handle
+        finished = []
+        if done is not None:
+            with record_function("nanoinfer.postprocess"):
+                finished = self.scheduler.complete(done.batch, done.positions, self.model_runner.wait(done))
+        if not self.scheduler.has_unfinished():
+            self._in_flight = None  # whatever is still in flight belongs to finished sequences
         t3 = time.perf_counter()
-        self.metrics.record(StepRecord(
-            step=self.step_index, phase=batch.phase, num_seqs=len(batch.seqs), num_tokens=batch.num_tokens,
-            num_sampled=sum(t is not None for t in sampled), num_preempted=len(batch.preempted),
-            num_finished=len(finished), used_blocks=self.block_manager.num_used_blocks, start=t0,
-            schedule_s=t1 - t0, model_s=t2 - t1, postprocess_s=t3 - t2,
-            comm_bytes=comm_stats.all_reduce_bytes + comm_stats.all_gather_bytes - comm_before[0],
-            comm_s=comm_stats.seconds - comm_before[1],
-        ))
-        if self.events:
-            self.events.emit("step_end", "LLMEngine", phase=batch.phase, seq_ids=[s.seq_id for s in batch.seqs],
-                             num_tokens=batch.num_tokens)
+        if batch is not None:
+            self.metrics.record(StepRecord(
+                step=self.step_index, phase=batch.phase, num_seqs=len(batch.seqs), num_tokens=batch.num_tokens,
+                num_sampled=len(handle.rows), num_preempted=len(batch.preempted), num_finished=len(finished),
+                used_blocks=self.block_manager.num_used_blocks, start=t0, schedule_s=t1 - t0,
+                model_s=t2 - t1, postprocess_s=t3 - t2,
+                comm_bytes=comm_stats.all_reduce_bytes + comm_stats.all_gather_bytes - comm_before[0],
+                comm_s=comm_stats.seconds - comm_before[1],
+            ))
+            if self.events:
+                self.events.emit("step_end", "LLMEngine", phase=batch.phase,
+                                 seq_ids=[s.seq_id for s in batch.seqs], num_tokens=batch.num_tokens)
         return finished
 
     def memory_report(self) -> dict:

@@ -11,12 +11,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch.profiler import record_function
 
 from nanoinfer.config import EngineConfig
 from nanoinfer.engine.cuda_graphs import CudaGraphRunner
 from nanoinfer.engine.events import EventBus
 from nanoinfer.engine.scheduler import ScheduledBatch
+from nanoinfer.distributed import broadcast_from_rank0
 from nanoinfer.engine.sequence import Sequence
 from nanoinfer.sampling_params import SamplingParams
 from nanoinfer.layers.attention import Attention, AttentionMetadata, make_attention_backend
@@ -37,8 +40,23 @@ class StepInputs:
     query_start: list[int] = field(default_factory=lambda: [0])
     query_lens: list[int] = field(default_factory=list)
     seq_lens: list[int] = field(default_factory=list)
-    block_tables: list[list[int]] = field(default_factory=list)
+    block_tables: np.ndarray | None = None  # [seqs, max blocks] int32
     logits_index: list[int] = field(default_factory=list)
+    # Async scheduling: input_ids[pending_index[i]] is the previous step's sampled token pending_row[i].
+    pending_index: list[int] = field(default_factory=list)
+    pending_row: list[int] = field(default_factory=list)
+
+
+@dataclass
+class StepHandle:
+    """A launched step: its sampled tokens on the device, and a host copy that is ready at ``event``."""
+
+    batch: ScheduledBatch
+    rows: dict[int, int]  # seq_id -> row of ``tokens`` (the sequences that sample)
+    tokens: torch.Tensor | None  # [rows] on the device
+    host_tokens: torch.Tensor | None  # [rows] pinned host memory, filled asynchronously
+    event: torch.cuda.Event | None
+    logits: torch.Tensor | None
 
 
 def kv_cache_bytes_per_block(hf_config, block_size: int, dtype: torch.dtype, tp_size: int = 1) -> int:
@@ -68,6 +86,8 @@ class ModelRunner:
         self.bus = events if events is not None else EventBus()
 
         t0 = time.perf_counter()
+        # What this process already holds on the card (another engine, say) is not this engine's.
+        self._allocated_before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
         previous_dtype = torch.get_default_dtype()
         torch.set_default_dtype(dtype)
         try:
@@ -118,6 +138,18 @@ class ModelRunner:
             self.workers.call("allocate_kv_cache", num_blocks)
         self._allocate_local(num_blocks)
 
+    def release(self) -> None:
+        """Drop the KV cache and the CUDA graphs so that their memory can be used again."""
+        self.graphs = None
+        self.kv_cache = None
+        for layer in self.attention_layers:
+            layer.k_cache = layer.v_cache = None
+        if self.device.type == "cuda":
+            import gc
+
+            gc.collect()
+            torch.cuda.empty_cache()
+
     def _allocate_local(self, num_blocks: int) -> None:
         layer = self.attention_layers[0]
         shape = (2, len(self.attention_layers), num_blocks, self.block_size, layer.num_kv_heads, layer.head_dim)
@@ -159,9 +191,12 @@ class ModelRunner:
         torch.cuda.empty_cache()
         free, total = torch.cuda.mem_get_info(self.device)
         per_block = kv_cache_bytes_per_block(self.hf_config, self.block_size, self.dtype, c.tensor_parallel_size)
-        # (total - free) holds the CUDA context, the weights and whatever else lives on the card now.
-        budget = total * c.gpu_memory_utilization - (total - free) - self.activation_peak_bytes
-        blocks = max(0, int(budget // per_block))
+        # gpu_memory_utilization is this engine's share of the card: its weights, its peak activations and
+        # its KV cache. It cannot take more than is free (other engines, the CUDA context, a margin).
+        own = torch.cuda.memory_allocated(self.device) - self._allocated_before
+        requested = total * c.gpu_memory_utilization - own - self.activation_peak_bytes
+        available = free - self.activation_peak_bytes - (512 << 20)
+        blocks = max(0, int(min(requested, available) // per_block))
         self.workers = workers
         if workers is not None:  # every rank must hold the same number of blocks: take the smallest
             blocks = min([blocks, *workers.replies()])
@@ -185,14 +220,18 @@ class ModelRunner:
 
     # ---- one step ------------------------------------------------------------------------------
     @staticmethod
-    def host_inputs(batch: ScheduledBatch, block_size: int) -> StepInputs:
+    def host_inputs(batch: ScheduledBatch, block_size: int, pending_rows: dict[int, int] | None = None) -> StepInputs:
         """Flatten the batch on the host: token ids, positions, cache slots, where each sequence starts.
-        Plain lists: cheap to send to tensor-parallel workers, which build their own tensors from them."""
+        Plain lists: cheap to send to tensor-parallel workers, which build their own tensors from them.
+        A token still pending (its value on the device) is marked to be filled from ``pending_rows``."""
         bs = block_size
         inputs = StepInputs(batch.phase)
         for seq, n in zip(batch.seqs, batch.num_new_tokens):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
             table = seq.block_table
+            if end > seq.num_known_tokens:  # only a sequence's last token can still be pending
+                inputs.pending_index.append(len(inputs.input_ids) + n - 1)
+                inputs.pending_row.append(pending_rows[seq.seq_id])
             inputs.input_ids.extend(seq.token_ids[start:end])
             inputs.positions.extend(range(start, end))
             inputs.slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
@@ -202,14 +241,23 @@ class ModelRunner:
             if end == seq.num_tokens:  # reached the last token: its logits give the next one
                 inputs.logits_index.append(inputs.query_start[-1] - 1)
         width = max(len(s.block_table) for s in batch.seqs)
-        inputs.block_tables = [s.block_table + [0] * (width - len(s.block_table)) for s in batch.seqs]
+        tables = np.zeros((len(batch.seqs), width), dtype=np.int32)  # padded with block 0, never read
+        for row, seq in zip(tables, batch.seqs):
+            row[: len(seq.block_table)] = seq.block_table
+        inputs.block_tables = tables
         return inputs
+
+    def _to_device(self, values, dtype) -> torch.Tensor:
+        """A host list or array on this rank's device; through pinned memory on a GPU, so the copy
+        does not wait for the work already queued."""
+        t = torch.from_numpy(values) if isinstance(values, np.ndarray) else torch.tensor(values, dtype=dtype)
+        if self.device.type == "cuda":
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=True)
 
     def device_inputs(self, inputs: StepInputs):
         """The model's inputs on this rank's device, and the attention metadata shared by every layer."""
-        def to_device(values, dtype):
-            t = torch.tensor(values, dtype=dtype, pin_memory=self.device.type == "cuda")
-            return t.to(self.device, non_blocking=True)
+        to_device = self._to_device
 
         meta = AttentionMetadata(
             is_decode=inputs.phase == "decode",
@@ -226,10 +274,20 @@ class ModelRunner:
         return to_device(inputs.input_ids, torch.int64), to_device(inputs.positions, torch.int64), meta
 
     @torch.inference_mode()
-    def execute(self, inputs: StepInputs) -> torch.Tensor | None:
+    def execute(self, inputs: StepInputs, previous_tokens: torch.Tensor | None = None) -> torch.Tensor | None:
         """The forward pass and the logits of the sampled positions. Every tensor-parallel rank runs this
         (its collectives must line up); the logits are complete on every rank after the LM head's gather."""
-        input_ids, positions, meta = self.device_inputs(inputs)
+        if self.kv_cache is None:
+            raise RuntimeError("this engine was shut down; create a new LLM")
+        with record_function("nanoinfer.device_inputs"):
+            input_ids, positions, meta = self.device_inputs(inputs)
+            if inputs.pending_index:  # tokens sampled by the previous step, taken straight from the device
+                index = self._to_device(inputs.pending_index, torch.int64)
+                if previous_tokens is not None:
+                    values = previous_tokens[self._to_device(inputs.pending_row, torch.int64)]
+                else:  # a tensor-parallel worker: rank 0 sends the values
+                    values = torch.empty(len(inputs.pending_index), dtype=torch.int64, device=self.device)
+                input_ids[index] = broadcast_from_rank0(values)
         if inputs.phase == "decode" and self.graphs is not None:
             self.graphs.coverage.decode_steps += 1
             if len(inputs.seq_lens) <= self.graphs.max_batch_size:
@@ -240,30 +298,52 @@ class ModelRunner:
             hidden = self.model(input_ids, positions, meta)
         if not inputs.logits_index:
             return None
-        return self.model.compute_logits(hidden[inputs.logits_index])
+        return self.model.compute_logits(hidden[self._to_device(inputs.logits_index, torch.int64)])
 
     @torch.inference_mode()
-    def run(self, batch: ScheduledBatch) -> list[int | None]:
-        """Run one step; return the sampled token of each sequence (None where a prefill chunk stops short)."""
-        inputs = self.host_inputs(batch, self.block_size)
+    def launch(self, batch: ScheduledBatch, previous: StepHandle | None = None) -> StepHandle:
+        """Start one step and return at once (on a GPU): the sampled tokens stay on the device for the
+        next step's inputs, and a copy to the host is queued behind them."""
+        with record_function("nanoinfer.prepare"):
+            inputs = self.host_inputs(batch, self.block_size, previous.rows if previous else None)
         if self.bus:
             self.bus.emit("forward", "ModelRunner", phase=batch.phase, num_tokens=len(inputs.input_ids),
                           seq_ids=[s.seq_id for s in batch.seqs])
+        previous_tokens = previous.tokens if previous else None
         if self.workers is None:
-            logits = self.execute(inputs)
+            logits = self.execute(inputs, previous_tokens)
         else:
             self.workers.call("execute", inputs)  # the other ranks run the same step alongside
             try:
-                logits = self.execute(inputs)
+                logits = self.execute(inputs, previous_tokens)
             except Exception as error:  # a collective failed: was it a dead worker?
                 raise self.workers.explain(error) from error
         if logits is None:
-            return [None] * len(batch.seqs)
+            return StepHandle(batch, {}, None, None, None, None)
         sampling = [s for s, samples in zip(batch.seqs, batch.samples()) if samples]
-        tokens = self.sampler(logits, [s.sampling_params for s in sampling], [s.generator for s in sampling])
-        tokens = tokens.tolist()
+        with record_function("nanoinfer.sample"):
+            tokens = self.sampler(logits, [s.sampling_params for s in sampling], [s.generator for s in sampling])
+        rows = {s.seq_id: i for i, s in enumerate(sampling)}
+        if self.device.type != "cuda":
+            return StepHandle(batch, rows, tokens, tokens, None, logits)
+        host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
+        host.copy_(tokens, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return StepHandle(batch, rows, tokens, host, event, logits)
+
+    def wait(self, handle: StepHandle) -> list[int | None]:
+        """The step's sampled token per sequence of its batch (None where a prefill chunk stops short)."""
+        if handle.tokens is None:
+            return [None] * len(handle.batch.seqs)
+        if handle.event is not None:
+            handle.event.synchronize()  # only this step's copy: a later step may already be running
+        values = handle.host_tokens.tolist()
         if self.bus:
-            self.bus.emit("sampled", "ModelRunner", seq_ids=[s.seq_id for s in sampling], token_ids=tokens,
-                          logits=logits)
-        by_seq = dict(zip((s.seq_id for s in sampling), tokens))
-        return [by_seq.get(s.seq_id) for s in batch.seqs]
+            self.bus.emit("sampled", "ModelRunner", seq_ids=list(handle.rows), token_ids=values,
+                          logits=handle.logits)
+        return [values[handle.rows[s.seq_id]] if s.seq_id in handle.rows else None for s in handle.batch.seqs]
+
+    def run(self, batch: ScheduledBatch) -> list[int | None]:
+        """One step, start to finish: launch, then wait for its tokens."""
+        return self.wait(self.launch(batch))

@@ -96,10 +96,9 @@ def worker_main(rank: int, size: int, port: int, config, hf_config, model_dir, d
         except Exception:
             pass
         os._exit(1)
-    try:
-        dist.destroy_process_group()
-    finally:
-        os._exit(0)
+    # No destroy_process_group here: with NCCL it can wait for peers that are already gone. Exiting
+    # releases the GPU and the sockets; rank 0 aborts its side of the group.
+    os._exit(0)
 
 
 class WorkerGroup:
@@ -226,9 +225,10 @@ class WorkerGroup:
             return
         self.closed = True
         self._finalizer()
-        if dist.is_initialized():
+        if dist.is_initialized():  # the peers are gone: abort (NCCL) rather than a teardown that waits for them
+            abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
             try:
-                dist.destroy_process_group()
+                abort() if abort is not None and dist.get_backend() == "nccl" else dist.destroy_process_group()
             except Exception:
                 pass
         set_tensor_parallel(0, 1)

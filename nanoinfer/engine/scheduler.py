@@ -20,7 +20,7 @@ from nanoinfer.config import EngineConfig
 from nanoinfer.engine.block_manager import BlockManager
 from nanoinfer.engine.events import EventBus
 from nanoinfer.engine.policies import make_policy
-from nanoinfer.engine.sequence import Sequence, SequenceStatus
+from nanoinfer.engine.sequence import PENDING_TOKEN, Sequence, SequenceStatus
 from nanoinfer.extensions import implementation
 
 
@@ -120,7 +120,9 @@ class Scheduler:
             return None
         scheduled: list[Sequence] = []
         preempted: list[Sequence] = []
-        queue = deque(self.running)
+        # A sequence whose pending token will end it is not scheduled again; it waits for that value.
+        waiting_for_value = [s for s in self.running if s.num_pending_tokens and self._ends_by_length(s)]
+        queue = deque(s for s in self.running if not (s.num_pending_tokens and self._ends_by_length(s)))
         while queue:
             seq = queue.popleft()
             # The token fed now needs a KV slot; make room by preempting until it fits.
@@ -136,7 +138,7 @@ class Scheduler:
                 self.block_manager.publish_full_blocks(seq, seq.num_tokens)
                 if self.bus:
                     self.bus.emit("decode_step", "Scheduler", seq.seq_id, position=seq.num_tokens - 1)
-        self.running = scheduled
+        self.running = scheduled + waiting_for_value
         if not scheduled:
             return None
         return ScheduledBatch("decode", scheduled, [1] * len(scheduled), preempted)
@@ -151,41 +153,67 @@ class Scheduler:
             self.bus.emit("preempted", "Scheduler", seq.seq_id, num_tokens=seq.num_tokens)
 
     # ---- after the model ran -------------------------------------------------------------------
-    def postprocess(self, batch: ScheduledBatch, sampled: list[int | None]) -> list[Sequence]:
-        """Advance each sequence by what the step computed, append sampled tokens, retire finished ones."""
+    def advance(self, batch: ScheduledBatch) -> list[int | None]:
+        """Right after a step is launched: count its tokens as computed, and give every sequence that
+        samples a placeholder for the token to come. Returns each placeholder's index (None: no token)."""
+        positions: list[int | None] = []
+        for seq, n, samples in zip(batch.seqs, batch.num_new_tokens, batch.samples()):
+            seq.num_computed_tokens += n
+            positions.append(len(seq.token_ids) if samples else None)
+            if samples:
+                seq.token_ids.append(PENDING_TOKEN)
+                seq.num_pending_tokens += 1
+        return positions
+
+    def complete(self, batch: ScheduledBatch, positions: list[int | None],
+                 sampled: list[int | None]) -> list[Sequence]:
+        """When a step's tokens reach the host: fill the placeholders in, retire finished sequences."""
         finished: list[Sequence] = []
         now = time.perf_counter()
-        for seq, n, token_id in zip(batch.seqs, batch.num_new_tokens, sampled):
-            seq.num_computed_tokens += n
-            if token_id is None:  # a prefill chunk that did not reach the end of the prompt
+        for seq, pos, token_id in zip(batch.seqs, positions, sampled):
+            if pos is None or seq.is_finished:  # no token, or the sequence ended (or was aborted) meanwhile
                 continue
-            seq.token_ids.append(token_id)
-            seq.metrics.num_output_tokens = seq.num_output_tokens
+            seq.token_ids[pos] = token_id
+            seq.num_pending_tokens -= 1
+            seq.metrics.num_output_tokens = pos + 1 - seq.num_prompt_tokens
             if seq.metrics.first_token_time is None:
                 seq.metrics.first_token_time = now
             if self.bus:
                 self.bus.emit("token_appended", "Scheduler", seq.seq_id, token_id=token_id)
-            reason = self._finish_reason(seq, token_id)
+            reason = self._finish_reason(seq, pos)
             if reason is not None:
+                del seq.token_ids[pos + 1 :]  # a token sampled after the end (async scheduling) is dropped
+                seq.num_pending_tokens = 0
                 self._finish(seq, reason, now)
                 finished.append(seq)
         if finished:
             self.running = [s for s in self.running if not s.is_finished]
+            self.waiting = [s for s in self.waiting if not s.is_finished]
         return finished
 
-    def _finish_reason(self, seq: Sequence, token_id: int) -> str | None:
-        params = seq.sampling_params
+    def postprocess(self, batch: ScheduledBatch, sampled: list[int | None]) -> list[Sequence]:
+        """advance and complete at once: the synchronous engine loop."""
+        return self.complete(batch, self.advance(batch), sampled)
+
+    def _finish_reason(self, seq: Sequence, pos: int) -> str | None:
+        """Why the token at ``pos`` ends the sequence, if it does."""
+        params, token_id = seq.sampling_params, seq.token_ids[pos]
         if token_id in params.stop_token_ids or (not params.ignore_eos and token_id in self.eos_token_ids):
             return "stop"
-        if seq.num_output_tokens >= params.max_tokens or seq.num_tokens >= self.max_model_len:
+        if pos + 1 - seq.num_prompt_tokens >= params.max_tokens or pos + 1 >= self.max_model_len:
             return "length"
         return None
+
+    def _ends_by_length(self, seq: Sequence) -> bool:
+        """Its pending token will end it: scheduling it again would compute a token to throw away."""
+        return seq.num_output_tokens >= seq.sampling_params.max_tokens or seq.num_tokens >= self.max_model_len
 
     def _finish(self, seq: Sequence, reason: str, now: float) -> None:
         seq.status = SequenceStatus.FINISHED
         seq.finish_reason = reason
         seq.metrics.finished_time = now
-        self.block_manager.free(seq)
+        if seq.block_table:  # (a preempted sequence holds none)
+            self.block_manager.free(seq)
         if self.bus:
             self.bus.emit("finished", "Scheduler", seq.seq_id, reason=reason,
                           num_output_tokens=seq.num_output_tokens)

@@ -11,6 +11,9 @@ import torch
 from nanoinfer.sampling_params import SamplingParams
 
 
+PENDING_TOKEN = -1  # a sampled token whose value is still on the device (async scheduling)
+
+
 class SequenceStatus(enum.Enum):
     WAITING = "waiting"  # not holding KV blocks: new, or preempted
     RUNNING = "running"  # holds KV blocks for all of its tokens
@@ -68,6 +71,10 @@ class Sequence:
     A step feeds tokens ``[num_computed_tokens, num_computed_tokens + n)``; when that reaches the end of
     ``token_ids`` the step's last logits give the next token. So a prefill is a step with many new
     tokens, a decode step has exactly one, and a chunked prefill is a prefill cut into several steps.
+
+    With async scheduling the engine launches the next step before the host has read the last sampled
+    token: ``token_ids`` then ends with ``num_pending_tokens`` placeholders (PENDING_TOKEN) that the
+    model runner fills from the device, and the scheduler fills in when the values arrive.
     """
 
     def __init__(
@@ -88,6 +95,7 @@ class Sequence:
         self.block_table: list[int] = []
         self.block_hashes: list[int] = []  # chained prefix-cache hashes of its full blocks (BlockManager)
         self.num_published_blocks = 0  # leading blocks already offered to the prefix cache
+        self.num_pending_tokens = 0  # trailing placeholders whose values are still on the device
         self.finish_reason: str | None = None
         self.metrics = RequestMetrics(
             arrival_time=time.perf_counter() if arrival_time is None else arrival_time,
@@ -120,6 +128,11 @@ class Sequence:
     @property
     def last_token_id(self) -> int:
         return self.token_ids[-1]
+
+    @property
+    def num_known_tokens(self) -> int:
+        """Tokens whose values the host knows (all but the pending placeholders)."""
+        return len(self.token_ids) - self.num_pending_tokens
 
     @property
     def num_uncomputed_tokens(self) -> int:

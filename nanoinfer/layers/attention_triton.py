@@ -85,7 +85,9 @@ def _online_softmax_step(q, k, v, allowed, m, l, acc, scale_log2, PRECISION: tl.
     return m_new, l, acc
 
 
-@triton.jit
+# The block-table width changes from step to step; without do_not_specialize Triton would compile a new
+# variant whenever its divisibility by 16 changes, in the middle of a run.
+@triton.jit(do_not_specialize=["stride_table"])
 def _decode_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, part_acc_ptr, part_ml_ptr, tables_ptr,
                    seq_lens_ptr, scale_log2, stride_qt, stride_qh, stride_ot, stride_oh,
                    stride_cb, stride_cs, stride_ch, stride_table, num_heads, group, head_dim,
@@ -155,7 +157,7 @@ def _decode_reduce_kernel(out_ptr, part_acc_ptr, part_ml_ptr, stride_ot, stride_
     tl.store(out_ptr + seq * stride_ot + head * stride_oh + d, out.to(out_ptr.dtype.element_ty), mask=d < head_dim)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["stride_table"])
 def _prefill_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, tables_ptr, seq_lens_ptr, query_start_ptr,
                     scale_log2, stride_qt, stride_qh, stride_ot, stride_oh,
                     stride_cb, stride_cs, stride_ch, stride_table, group, head_dim,
