@@ -86,6 +86,7 @@ def worker_main(rank: int, size: int, port: int, config, hf_config, model_dir, d
             except EOFError:  # rank 0 is gone
                 break
             if method == "shutdown":
+                dist.destroy_process_group()  # together with every other rank: see WorkerGroup.shutdown
                 break
             result = getattr(runner, method)(*args)
             if reply:
@@ -96,8 +97,6 @@ def worker_main(rank: int, size: int, port: int, config, hf_config, model_dir, d
         except Exception:
             pass
         os._exit(1)
-    # No destroy_process_group here: with NCCL it can wait for peers that are already gone. Exiting
-    # releases the GPU and the sockets; rank 0 aborts its side of the group.
     os._exit(0)
 
 
@@ -221,16 +220,25 @@ class WorkerGroup:
         return error
 
     def shutdown(self) -> None:
+        """Every rank tears the group down at the same time (NCCL's teardown waits for its peers), then
+        the workers exit. After a failure on GPUs the NCCL group is left as it is (a teardown would wait
+        for the dead rank): create the next engine in a new process."""
         if self.closed:
             return
         self.closed = True
+        if dist.is_initialized():
+            if self.failure is None:
+                for conn in self.conns:
+                    try:
+                        conn.send(("shutdown", (), False))
+                    except Exception:
+                        pass
+            if self.failure is None or dist.get_backend() != "nccl":  # gloo's teardown never waits
+                try:
+                    dist.destroy_process_group()
+                except Exception:
+                    pass
         self._finalizer()
-        if dist.is_initialized():  # the peers are gone: abort (NCCL) rather than a teardown that waits for them
-            abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
-            try:
-                abort() if abort is not None and dist.get_backend() == "nccl" else dist.destroy_process_group()
-            except Exception:
-                pass
         set_tensor_parallel(0, 1)
         comm_stats.reset()
         comm_stats.timed = False

@@ -38,14 +38,22 @@ class Sampler:
         logits = logits.float()
         if all(p.greedy for p in params):
             return logits.argmax(dim=-1)
-        temperatures = torch.tensor([p.temperature for p in params], dtype=torch.float32, device=self.device)
+        temperatures = self._per_row([p.temperature for p in params], torch.float32)
         if any(p.top_k > 0 or p.top_p < 1.0 for p in params):
             vocab = logits.shape[1]
-            top_k = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params], device=self.device)
-            top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32, device=self.device)
+            top_k = self._per_row([p.top_k if p.top_k > 0 else vocab for p in params], torch.int64)
+            top_p = self._per_row([p.top_p for p in params], torch.float32)
             logits = apply_top_k_top_p(logits, temperatures, top_k, top_p)
         noise = torch.empty_like(logits).exponential_(generator=self.generator)
         for i, g in enumerate(generators):
             if g is not None:
                 noise[i].exponential_(generator=g)
         return self.sample(logits, temperatures, noise)
+
+    def _per_row(self, values: list, dtype: torch.dtype) -> torch.Tensor:
+        """A small host list on the device without waiting for the GPU: a plain copy from pageable
+        memory would synchronise, and stall async scheduling until the current step finishes."""
+        t = torch.tensor(values, dtype=dtype)
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t
