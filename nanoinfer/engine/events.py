@@ -5,7 +5,7 @@ Nothing is built or sent while nobody listens, so the hooks cost nothing in norm
 | component    | kinds                                                                     |
 |--------------|---------------------------------------------------------------------------|
 | LLM          | generate_start, generate_end                                              |
-| LLMEngine    | request_added, step_start, step_end, request_output                       |
+| LLMEngine    | request_added, step_start, step_end                                       |
 | Scheduler    | admitted, prefill_chunk, decode_step, preempted, token_appended, finished |
 | BlockManager | blocks_allocated, blocks_freed                                            |
 | ModelRunner  | forward (one per step; ``seq_ids`` lists the batch), sampled              |
