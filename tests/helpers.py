@@ -76,3 +76,25 @@ def assert_no_leaks(llm) -> None:
     assert not llm.scheduler.has_unfinished()
     assert bm.num_free_blocks == bm.num_blocks, f"{bm.num_blocks - bm.num_free_blocks} KV blocks leaked"
     assert all(b.ref_count == 0 for b in bm.blocks)
+
+
+def float64_attention(q, k, v, mask, scale):
+    """Attention in float64 with grouped-query heads expanded: the reference for attention exercises."""
+    group = q.shape[1] // k.shape[1]
+    k = k.double().repeat_interleave(group, dim=1)
+    v = v.double().repeat_interleave(group, dim=1)
+    scores = (q.double() @ k.transpose(-1, -2)) * scale
+    return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1) @ v
+
+
+def generate_with_logits(llm, prompts, params):
+    """Token ids per prompt and, per prompt (0, 1, ...), the logits of every token it sampled."""
+    with llm.trace() as trace:
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+    first = outputs[0].request_id
+    logits: dict[int, list] = {}
+    for event in trace:
+        if event.kind == "sampled":
+            for row, seq_id in enumerate(event.data["seq_ids"]):
+                logits.setdefault(seq_id - first, []).append(event.data["logits"][row].float().cpu())
+    return [o.token_ids for o in outputs], logits

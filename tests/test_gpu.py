@@ -4,7 +4,7 @@ GPU path against the CPU, in float32 so that results must agree to rounding."""
 import pytest
 import torch
 
-from helpers import assert_no_leaks, relative_error
+from helpers import assert_no_leaks, generate_with_logits, relative_error
 from nanoinfer import LLM, SamplingParams
 
 pytestmark = pytest.mark.gpu
@@ -21,15 +21,6 @@ def free_gpu_memory():
     torch.cuda.empty_cache()
 
 
-def generate_with_logits(llm, prompts, params=GREEDY):
-    with llm.trace() as trace:
-        outputs = llm.generate(prompts, params, use_tqdm=False)
-    logits = {}
-    for event in trace:
-        if event.kind == "sampled":
-            for row, seq_id in enumerate(event.data["seq_ids"]):
-                logits.setdefault(seq_id, []).append(event.data["logits"][row].float().cpu())
-    return [o.token_ids for o in outputs], logits
 
 
 def prompts_reaching(max_model_len: int):
@@ -48,8 +39,8 @@ def test_cuda_graphs_equal_eager(tiny_qwen3, block_size):
     assert graphs.model_runner.graphs is not None, "no CUDA graphs were captured"
     eager = LLM(str(tiny_qwen3), enforce_eager=True, **common)
     assert eager.model_runner.graphs is None
-    tokens_g, logits_g = generate_with_logits(graphs, prompts)
-    tokens_e, logits_e = generate_with_logits(eager, prompts)
+    tokens_g, logits_g = generate_with_logits(graphs, prompts, GREEDY)
+    tokens_e, logits_e = generate_with_logits(eager, prompts, GREEDY)
     assert tokens_g == tokens_e
     for seq_id in logits_e:
         for a, b in zip(logits_g[seq_id], logits_e[seq_id]):
@@ -67,8 +58,8 @@ def test_gpu_greedy_equals_cpu_in_float32(tiny_llama, backend):
     cpu = LLM(str(tiny_llama), device="cpu", max_model_len=256)
     gpu = LLM(str(tiny_llama), device="cuda", dtype="float32", max_model_len=256, attention_backend=backend,
               gpu_memory_utilization=0.3)
-    tokens_c, logits_c = generate_with_logits(cpu, prompts)
-    tokens_g, logits_g = generate_with_logits(gpu, prompts)
+    tokens_c, logits_c = generate_with_logits(cpu, prompts, GREEDY)
+    tokens_g, logits_g = generate_with_logits(gpu, prompts, GREEDY)
     assert tokens_g == tokens_c
     for seq_id in logits_c:
         assert relative_error(logits_g[seq_id][0], logits_c[seq_id][0]) < 1e-4
@@ -81,7 +72,7 @@ def test_compiled_small_ops_match_eager(tiny_qwen3):
     compiled = LLM(str(tiny_qwen3), compile=True, **common)
     eager = LLM(str(tiny_qwen3), compile=False, enforce_eager=True, **common)
     assert compiled.engine.warmup_seconds > 0
-    assert generate_with_logits(compiled, prompts)[0] == generate_with_logits(eager, prompts)[0]
+    assert generate_with_logits(compiled, prompts, GREEDY)[0] == generate_with_logits(eager, prompts, GREEDY)[0]
 
 
 def test_bf16_graphs_and_sampling_run(tiny_qwen3):

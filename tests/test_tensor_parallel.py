@@ -8,22 +8,13 @@ import time
 
 import pytest
 
-from helpers import assert_no_leaks, relative_error
+from helpers import assert_no_leaks, generate_with_logits, relative_error
 from nanoinfer import LLM, SamplingParams
 from nanoinfer.engine.parallel import WorkerDied
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True)
 
 
-def tokens_and_logits(llm, prompts, params=GREEDY):
-    with llm.trace() as trace:
-        outputs = llm.generate(prompts, params, use_tqdm=False)
-    logits = {}
-    for e in trace:
-        if e.kind == "sampled":
-            for row, seq_id in enumerate(e.data["seq_ids"]):
-                logits.setdefault(seq_id - outputs[0].request_id, []).append(e.data["logits"][row])
-    return [o.token_ids for o in outputs], logits
 
 
 @pytest.fixture(autouse=True)
@@ -42,13 +33,13 @@ def test_tensor_parallel_matches_one_rank(name, tp, reference):
     prompts, n = (ref.prompts[:4], 16) if name == "smollm2" else (ref.prompts, 32)
     params = SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True)
     with LLM(str(ref.path), max_model_len=256, tensor_parallel_size=tp) as llm:
-        tokens, logits = tokens_and_logits(llm, prompts, params)
+        tokens, logits = generate_with_logits(llm, prompts, params)
         steps = llm.step_timeline()
         assert steps["comm_bytes"].gt(0).all(), "every step all-reduces"
         assert_no_leaks(llm)
     assert tokens == [t[:n] for t in ref.greedy[: len(prompts)]]
     one = LLM(str(ref.path), max_model_len=256)
-    _, logits_one = tokens_and_logits(one, prompts, params)
+    _, logits_one = generate_with_logits(one, prompts, params)
     for seq_id, rows in logits_one.items():
         for a, b in zip(logits[seq_id], rows):
             assert relative_error(a, b) < 1e-5

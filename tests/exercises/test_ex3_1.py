@@ -9,19 +9,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import float64_attention
+
 from nanoinfer import SamplingParams
 
 SETTINGS = settings(max_examples=40, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def reference_attention(q, k, v, mask, scale):
-    group = q.shape[1] // k.shape[1]
-    k = k.double().repeat_interleave(group, dim=1)
-    v = v.double().repeat_interleave(group, dim=1)
-    scores = (q.double() @ k.transpose(-1, -2)) * scale
-    scores = scores.masked_fill(~mask, float("-inf"))
-    return scores.softmax(dim=-1) @ v
 
 
 @st.composite
@@ -60,7 +55,7 @@ def test_matches_reference(impl, inputs):
     """softmax(q k^T * scale, masked) v, with grouped-query heads"""
     q, k, v, mask, scale, kind = inputs
     out = impl.naive_attention(q, k, v, mask, scale)
-    want = reference_attention(q, k, v, mask, scale)
+    want = float64_attention(q, k, v, mask, scale)
     assert tuple(out.shape) == tuple(q.shape), f"output shape {tuple(out.shape)}, expected {tuple(q.shape)}"
     assert out.dtype == q.dtype, f"output dtype {out.dtype}, expected q's dtype {q.dtype}"
     err = (out.double() - want).abs().max().item()
@@ -76,7 +71,7 @@ def test_keeps_bfloat16(impl):
     mask = torch.ones(1, 1, 6, 6, dtype=torch.bool).tril()
     out = impl.naive_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, 0.25)
     assert out.dtype == torch.bfloat16, f"output dtype {out.dtype}, expected torch.bfloat16"
-    err = (out.double() - reference_attention(q, k, v, mask, 0.25)).abs().max().item()
+    err = (out.double() - float64_attention(q, k, v, mask, 0.25)).abs().max().item()
     assert err < 5e-2, f"bfloat16: max abs error {err:.3f} (compute the softmax in float32)"
 
 

@@ -7,18 +7,14 @@ import random
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from helpers import float64_attention
 from torch.overrides import TorchFunctionMode
 
 SETTINGS = settings(max_examples=40, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def reference_attention(q, k, v, mask, scale):
-    group = q.shape[1] // k.shape[1]
-    k = k.double().repeat_interleave(group, dim=1)
-    v = v.double().repeat_interleave(group, dim=1)
-    scores = (q.double() @ k.transpose(-1, -2)) * scale
-    return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1) @ v
 
 
 def window_mask(lq: int, lk: int, g: torch.Generator) -> torch.Tensor:
@@ -49,7 +45,7 @@ def test_matches_attention(impl, args):
     """equal to softmax attention for any tile size, masks that hide whole tiles included"""
     q, k, v, mask, scale, tile = args
     out = impl.online_softmax_attention(q, k, v, mask, scale, tile_size=tile)
-    want = reference_attention(q, k, v, mask, scale)
+    want = float64_attention(q, k, v, mask, scale)
     assert tuple(out.shape) == tuple(q.shape), f"output shape {tuple(out.shape)}, expected {tuple(q.shape)}"
     assert out.dtype == q.dtype, f"output dtype {out.dtype}, expected {q.dtype}"
     assert not torch.isnan(out).any(), (
