@@ -5,7 +5,6 @@ prompts, chunked prefill, preemption, and preempted sequences returning through 
 """
 
 import pytest
-import torch
 
 from helpers import assert_no_leaks, hf_next_token_logits, relative_error
 from nanoinfer import LLM, SamplingParams
