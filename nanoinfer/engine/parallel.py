@@ -17,6 +17,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import traceback
 import weakref
 from datetime import timedelta
@@ -208,11 +209,11 @@ class WorkerGroup:
         raise WorkerDied(failure)
 
     def explain(self, error: BaseException) -> BaseException:
-        """Turn an error out of a collective into the worker failure that caused it, if any."""
-        for _ in range(50):  # the watchdog may need a moment to see the process go
-            if self.failure or all(p.is_alive() for p in self.procs):
-                break
-            threading.Event().wait(0.1)
+        """Turn an error out of a collective into the worker failure that caused it, if any. The socket
+        of a killed worker can close a moment before the process is reaped, so give the watchdog time."""
+        deadline = time.monotonic() + 3.0
+        while self.failure is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         if self.failure:
             failure = self.failure
             self.shutdown()
