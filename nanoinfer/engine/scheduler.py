@@ -121,8 +121,10 @@ class Scheduler:
         scheduled: list[Sequence] = []
         preempted: list[Sequence] = []
         # A sequence whose pending token will end it is not scheduled again; it waits for that value.
-        waiting_for_value = [s for s in self.running if s.num_pending_tokens and self._ends_by_length(s)]
-        queue = deque(s for s in self.running if not (s.num_pending_tokens and self._ends_by_length(s)))
+        waiting_for_value: list[Sequence] = []
+        queue: deque[Sequence] = deque()
+        for seq in self.running:
+            (waiting_for_value if seq.num_pending_tokens and self._ends_by_length(seq) else queue).append(seq)
         while queue:
             seq = queue.popleft()
             # The token fed now needs a KV slot; make room by preempting until it fits.
