@@ -3,6 +3,10 @@
     add_request()  tokenise and queue a request (a Sequence in the scheduler's waiting queue)
     step()         Scheduler.schedule() picks the batch, ModelRunner.run() computes and samples,
                    Scheduler.postprocess() appends tokens and retires finished sequences
+
+step() calls the two halves of run() and postprocess() itself: launch, advance, then wait and complete.
+Synchronously that is exactly run() then postprocess(); with async scheduling the next step is launched
+before the previous one's tokens are waited for.
 """
 
 from __future__ import annotations
