@@ -35,6 +35,65 @@ class CommStats:
 _tp_rank = 0
 _tp_size = 1
 comm_stats = CommStats()
+_peer_all_reduce = None  # a PeerMemoryAllReduce when the GPUs can read each other's memory
+
+
+class PeerMemoryAllReduce:
+    """All-reduce of small tensors through memory that every GPU of the group can read (PyTorch's
+    symmetric memory over NVLink): each rank copies its part into a shared buffer, then a two-shot
+    kernel sums a slice per rank and gathers the slices, with no NCCL ring in between. A decode step's
+    all-reduces are a few MB at most and NCCL spends most of their time on latency, not bandwidth.
+    Larger tensors (prefill) and other dtypes still go through NCCL."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, max_bytes: int = 8 << 20) -> None:
+        import torch.distributed._symmetric_memory as symm_mem
+
+        self.group_name = dist.group.WORLD.group_name
+        self.buffer = symm_mem.empty(max_bytes // dtype.itemsize, dtype=dtype, device=device)
+        symm_mem.rendezvous(self.buffer, self.group_name)
+
+    def accepts(self, x: torch.Tensor) -> bool:
+        return x.is_cuda and x.dtype == self.buffer.dtype and x.numel() <= self.buffer.numel() and x.is_contiguous()
+
+    def __call__(self, x: torch.Tensor) -> None:
+        part = self.buffer[: x.numel()]
+        part.copy_(x.view(-1))
+        torch.ops.symm_mem.two_shot_all_reduce_(part, "sum", self.group_name)
+        x.view(-1).copy_(part)
+
+
+def enable_peer_all_reduce(device: torch.device, dtype: torch.dtype) -> str:
+    """Use PeerMemoryAllReduce for small all-reduces if every rank can set it up and it sums correctly
+    (checked once, here); otherwise stay with NCCL. Every rank must call this. Returns the choice."""
+    global _peer_all_reduce
+    import os
+
+    _peer_all_reduce = None
+    if os.environ.get("NANOINFER_ALL_REDUCE", "peer") == "nccl" or dtype not in (torch.bfloat16, torch.float16):
+        return "nccl"
+    try:
+        candidate = PeerMemoryAllReduce(device, dtype)
+        probe = torch.full((4096,), float(_tp_rank + 1), dtype=dtype, device=device)
+        candidate(probe)
+        ok = bool((probe == _tp_size * (_tp_size + 1) / 2).all())
+    except Exception:
+        candidate, ok = None, False
+    agreed = torch.tensor([1 if ok else 0], device=device)
+    dist.all_reduce(agreed, op=dist.ReduceOp.MIN)  # all ranks take the same path, or none
+    _peer_all_reduce = candidate if agreed.item() == 1 else None
+    return "peer" if _peer_all_reduce is not None else "nccl"
+
+
+def all_reduce_path() -> str:
+    """How this process's all-reduces travel now (recorded beside benchmark results)."""
+    if _tp_size == 1:
+        return "none (one rank)"
+    return "peer memory for small tensors, NCCL for the rest" if _peer_all_reduce is not None else "NCCL/gloo"
+
+
+def disable_peer_all_reduce() -> None:
+    global _peer_all_reduce
+    _peer_all_reduce = None
 
 
 def tp_rank() -> int:
@@ -70,7 +129,10 @@ def all_reduce(x: torch.Tensor) -> torch.Tensor:
         return x
     comm_stats.all_reduce_calls += 1
     comm_stats.all_reduce_bytes += x.numel() * x.element_size()
-    _timed(lambda: dist.all_reduce(x), x)
+    if _peer_all_reduce is not None and _peer_all_reduce.accepts(x):
+        _timed(lambda: _peer_all_reduce(x), x)
+    else:
+        _timed(lambda: dist.all_reduce(x), x)
     return x
 
 

@@ -1,36 +1,47 @@
 """Tensor-parallel scaling on one machine: the same workload and model shape at each TP size.
 
-    python scripts/tp_scaling.py OUT.jsonl 1 2 4
+    python scripts/tp_scaling.py OUT.jsonl 1 2 4 4nccl
+
+A size followed by "nccl" sends every all-reduce through NCCL (no peer-memory all-reduce), for comparison.
 
 Throughput comes from a full generate; the communication share from a profile of decode steps
 (NCCL kernel time over all kernel time on rank 0, at 256 sequences of 1024 tokens).
 """
 
 import json
+import os
 import sys
 import time
 
 import torch
 
 from nanoinfer import LLM
+from nanoinfer.distributed import all_reduce_path
 from nanoinfer.bench import environment, named_workload, run_nanoinfer
 from nanoinfer.profiling import profile_decode
 
 MODEL, WORKLOAD = "qwen3-8b", "code_gen"  # 256 requests, 512 prompt and 512 output tokens each
 
 
-def main(out_path: str, sizes: list[int]) -> None:
-    for tp in sizes:
+def main(out_path: str, sizes: list[str]) -> None:
+    for size in sizes:
+        tp = int(size.removesuffix("nccl"))
+        os.environ["NANOINFER_ALL_REDUCE"] = "nccl" if size.endswith("nccl") else "peer"
         t0 = time.perf_counter()
-        llm = LLM(MODEL, tensor_parallel_size=tp, max_model_len=2048, max_num_seqs=256)
+        try:
+            llm = LLM(MODEL, tensor_parallel_size=tp, max_model_len=2048, max_num_seqs=256)
+        except Exception as error:  # record it and go on with the other sizes
+            print(json.dumps({"tp": tp, "size": size, "error": repr(error)}), flush=True)
+            continue
         startup = time.perf_counter() - t0
+        path = all_reduce_path()
         workload = named_workload(WORKLOAD, llm.engine.hf_config.vocab_size, seed=0)
         result = run_nanoinfer(llm, workload)
         phases = llm.engine.metrics.summary()
         table = profile_decode(llm, num_seqs=256, context_len=1024, steps=5)
         comm = float(table["ms_per_step"].get("communication", 0.0))
         kernels = float(table["ms_per_step"].drop("CPU overhead (device idle)", errors="ignore").sum())
-        record = {"tp": tp, "model": MODEL, "workload": WORKLOAD, "startup_s": startup,
+        record = {"tp": tp, "all_reduce": path, "model": MODEL, "workload": WORKLOAD, "startup_s": startup,
                   "seconds": result.seconds, "tokens_per_s": result.generated_per_s, "phases": phases,
                   "decode_profile_ms": table["ms_per_step"].round(3).to_dict(),
                   "decode_wall_ms_per_step": table.attrs["wall_ms_per_step"],
@@ -44,4 +55,4 @@ def main(out_path: str, sizes: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], [int(x) for x in sys.argv[2:]])
+    main(sys.argv[1], sys.argv[2:])

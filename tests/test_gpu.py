@@ -95,3 +95,42 @@ def test_memory_plan_fills_the_budget(tiny_qwen3):
     assert free > 0.3 * total  # half the card was left alone
     llm.shutdown()
     assert torch.cuda.mem_get_info()[0] > 0.85 * total
+
+
+def _peer_all_reduce_rank(rank: int, size: int, port: int, results) -> None:
+    from nanoinfer import distributed
+    from nanoinfer.engine.parallel import init_rank
+
+    device = torch.device("cuda", rank)
+    init_rank(rank, size, port, device, torch.bfloat16)
+    path = distributed.all_reduce_path()
+    errors = []
+    for shape in [(1, 4096), (37, 4096), (256, 1024), (512, 4096)]:  # fresh random data, several sizes
+        g = torch.Generator(device=device).manual_seed(rank * 1000 + shape[0])
+        x = torch.randn(shape, generator=g, device=device).to(torch.bfloat16)
+        reference = x.float()
+        torch.distributed.all_reduce(reference)  # NCCL, float32
+        distributed.all_reduce(x)
+        errors.append(float((x.float() - reference).abs().max() / reference.abs().max()))
+    results.put((rank, path, errors))
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_peer_memory_all_reduce_matches_nccl():
+    """The peer-memory all-reduce of small bf16 tensors sums like NCCL in float32, to bf16 rounding."""
+    import torch.multiprocessing as mp
+
+    from nanoinfer.engine.parallel import free_port
+
+    ctx = mp.get_context("spawn")
+    results, port = ctx.Queue(), free_port()
+    procs = [ctx.Process(target=_peer_all_reduce_rank, args=(r, 2, port, results)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = sorted(results.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    for rank, path, errors in got:
+        assert path.startswith("peer memory"), f"rank {rank} fell back to {path}"
+        assert max(errors) < 2e-2, errors

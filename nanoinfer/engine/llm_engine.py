@@ -155,11 +155,12 @@ class LLMEngine:
     def shutdown(self) -> None:
         """Stop the tensor-parallel workers (if any) and give the KV cache and CUDA graphs' memory back.
         The engine cannot run afterwards."""
-        if getattr(self, "workers", None) is not None:
-            self.workers.shutdown()
+        # The CUDA graphs go first: destroying an NCCL communicator that captured graphs still use hangs.
         runner = getattr(self, "model_runner", None)
         if runner is not None and runner.kv_cache is not None:
             runner.release()
+        if getattr(self, "workers", None) is not None:
+            self.workers.shutdown()
 
     def _finish_config(self) -> None:
         c, hf = self.config, self.hf_config

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from nanoinfer.distributed import comm_stats, set_tensor_parallel
+from nanoinfer.distributed import comm_stats, disable_peer_all_reduce, enable_peer_all_reduce, set_tensor_parallel
 
 COLLECTIVE_TIMEOUT = timedelta(seconds=120)  # a last resort: the watchdog normally reports dead ranks first
 
@@ -51,8 +51,9 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def init_rank(rank: int, size: int, port: int, device: torch.device, timed: bool = False) -> None:
-    """Join the tensor-parallel group: NCCL between GPUs, gloo between CPU processes."""
+def init_rank(rank: int, size: int, port: int, device: torch.device, dtype: torch.dtype, timed: bool = False) -> None:
+    """Join the tensor-parallel group: NCCL between GPUs, gloo between CPU processes. On GPUs, small
+    all-reduces then go through peer memory where the GPUs allow it (``distributed.PeerMemoryAllReduce``)."""
     set_tensor_parallel(rank, size)
     comm_stats.reset()
     comm_stats.timed = timed
@@ -63,6 +64,8 @@ def init_rank(rank: int, size: int, port: int, device: torch.device, timed: bool
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // size))
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size,
                             timeout=COLLECTIVE_TIMEOUT, **({"device_id": device} if device.type == "cuda" else {}))
+    if device.type == "cuda":
+        enable_peer_all_reduce(device, dtype)
 
 
 def rank_device(device_type: str, rank: int) -> torch.device:
@@ -78,7 +81,7 @@ def worker_main(rank: int, size: int, port: int, config, hf_config, model_dir, d
     conn.send(("spawned", None))
     try:
         device = rank_device(device_type, rank)
-        init_rank(rank, size, port, device, config.measure_communication)
+        init_rank(rank, size, port, device, dtype, config.measure_communication)
         runner = ModelRunner(config, hf_config, model_dir, device, dtype)
         conn.send(("ready", None))
         while True:
@@ -87,6 +90,8 @@ def worker_main(rank: int, size: int, port: int, config, hf_config, model_dir, d
             except EOFError:  # rank 0 is gone
                 break
             if method == "shutdown":
+                runner.release()  # CUDA graphs that captured NCCL calls must go before the communicator
+                disable_peer_all_reduce()
                 dist.destroy_process_group()  # together with every other rank: see WorkerGroup.shutdown
                 break
             result = getattr(runner, method)(*args)
@@ -126,7 +131,7 @@ class WorkerGroup:
         try:
             for rank, conn in enumerate(self.conns, start=1):
                 self._await_spawned(rank, conn)
-            init_rank(0, size, port, device, config.measure_communication)
+            init_rank(0, size, port, device, dtype, config.measure_communication)
             for rank, conn in enumerate(self.conns, start=1):
                 self._receive(rank, conn)  # "ready": its shard is loaded
         except BaseException:
@@ -234,6 +239,7 @@ class WorkerGroup:
                         conn.send(("shutdown", (), False))
                     except Exception:
                         pass
+            disable_peer_all_reduce()
             if self.failure is None or dist.get_backend() != "nccl":  # gloo's teardown never waits
                 try:
                     dist.destroy_process_group()
