@@ -1,0 +1,66 @@
+"""Where the nano-vllm workload's time goes on a GPU: the engine's per-step timeline over the whole run
+(written as CSV), and the top kernels of a few decode steps at two batch sizes.
+
+    python scripts/diagnose_throughput.py OUT_DIR [--model qwen3-0.6b]
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from nanoinfer import LLM, SamplingParams
+from nanoinfer.bench import named_workload
+from nanoinfer.profiling import _start_decoding
+
+p = argparse.ArgumentParser()
+p.add_argument("out", type=Path)
+p.add_argument("--model", default="qwen3-0.6b")
+p.add_argument("--kernels", action=argparse.BooleanOptionalAction, default=True)
+args = p.parse_args()
+args.out.mkdir(parents=True, exist_ok=True)
+
+llm = LLM(args.model, max_num_seqs=512, max_num_batched_tokens=16384)
+work = named_workload("nano-vllm", llm.engine.hf_config.vocab_size)
+params = [SamplingParams(temperature=work.temperature, max_tokens=n, ignore_eos=True) for n in work.output_lens]
+llm.generate([[1, 2, 3]], SamplingParams(max_tokens=2), use_tqdm=False)
+llm.reset_metrics()
+t0 = time.perf_counter()
+llm.generate(work.prompts, params, use_tqdm=False)
+torch.cuda.synchronize()
+seconds = time.perf_counter() - t0
+frame = llm.step_timeline()
+frame.to_csv(args.out / "timeline.csv", index=False)
+decode = frame[frame.phase == "decode"]
+summary = {
+    "seconds": seconds, "tok_per_s": work.num_output_tokens / seconds,
+    "prefill_s": float(frame[frame.phase == "prefill"].seconds.sum()),
+    "decode_s": float(decode.seconds.sum()), "decode_steps": len(decode),
+    "host_s (schedule + launch)": float((decode.schedule_s + decode.model_s).sum()),
+    "wait_s (postprocess, incl. waiting for the GPU)": float(decode.postprocess_s.sum()),
+}
+for lo, hi in ((1, 32), (33, 128), (129, 512)):
+    part = decode[(decode.num_seqs >= lo) & (decode.num_seqs <= hi)]
+    summary[f"decode {lo}-{hi} seqs"] = {"steps": len(part), "s": round(float(part.seconds.sum()), 3),
+                                         "host_ms": round(float((part.schedule_s + part.model_s).mean() * 1e3), 3),
+                                         "step_ms": round(float(part.seconds.mean() * 1e3), 3)}
+print(json.dumps(summary, indent=1))
+(args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+
+if args.kernels:
+    from torch.profiler import ProfilerActivity, profile
+
+    for num_seqs in (256, 16):
+        _start_decoding(llm, num_seqs, 1024, 40)
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(20):
+                llm.engine.step()
+            torch.cuda.synchronize()
+        llm.engine.abort_all()
+        table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=70)
+        (args.out / f"kernels_{num_seqs}.txt").write_text(table)
+        cpu = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=70)
+        (args.out / f"host_{num_seqs}.txt").write_text(cpu)
+llm.shutdown()
