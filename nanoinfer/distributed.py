@@ -43,17 +43,26 @@ class PeerMemoryAllReduce:
     symmetric memory over NVLink): each rank copies its part into a shared buffer, then a two-shot
     kernel sums a slice per rank and gathers the slices, with no NCCL ring in between. A decode step's
     all-reduces are a few MB at most and NCCL spends most of their time on latency, not bandwidth.
-    Larger tensors (prefill) and other dtypes still go through NCCL."""
+    Larger tensors (prefill) and other dtypes still go through NCCL.
+
+    Unlike NCCL, its kernels cannot be aborted: if a rank dies, the others' GPUs wait inside it. The
+    engine therefore polls its step's completion and the workers' watchdog (``ModelRunner.wait``)."""
 
     def __init__(self, device: torch.device, dtype: torch.dtype, max_bytes: int = 8 << 20) -> None:
         import torch.distributed._symmetric_memory as symm_mem
 
         self.group_name = dist.group.WORLD.group_name
         self.buffer = symm_mem.empty(max_bytes // dtype.itemsize, dtype=dtype, device=device)
-        symm_mem.rendezvous(self.buffer, self.group_name)
+        self._symm_mem = symm_mem
+
+    def rendezvous(self) -> None:
+        """Exchange the buffers' handles (every rank at once)."""
+        self._symm_mem.rendezvous(self.buffer, self.group_name)
 
     def accepts(self, x: torch.Tensor) -> bool:
-        return x.is_cuda and x.dtype == self.buffer.dtype and x.numel() <= self.buffer.numel() and x.is_contiguous()
+        nbytes = x.numel() * x.element_size()
+        return (x.is_cuda and x.dtype == self.buffer.dtype and 0 < x.numel() <= self.buffer.numel()
+                and nbytes % 16 == 0 and x.is_contiguous())
 
     def __call__(self, x: torch.Tensor) -> None:
         part = self.buffer[: x.numel()]
@@ -62,25 +71,44 @@ class PeerMemoryAllReduce:
         x.view(-1).copy_(part)
 
 
+def _all_ranks_agree(ok: bool, device: torch.device) -> bool:
+    flag = torch.tensor([1 if ok else 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
 def enable_peer_all_reduce(device: torch.device, dtype: torch.dtype) -> str:
     """Use PeerMemoryAllReduce for small all-reduces if every rank can set it up and it sums correctly
-    (checked once, here); otherwise stay with NCCL. Every rank must call this. Returns the choice."""
+    (checked once, here); otherwise stay with NCCL. Every rank must call this. The ranks agree after each
+    stage (allocate, exchange handles, a probe sum), so that no rank waits in a stage another one left.
+    Returns the choice."""
     global _peer_all_reduce
     import os
 
     _peer_all_reduce = None
-    if os.environ.get("NANOINFER_ALL_REDUCE", "peer") == "nccl" or dtype not in (torch.bfloat16, torch.float16):
+    version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+    if (os.environ.get("NANOINFER_ALL_REDUCE", "peer") == "nccl" or dtype not in (torch.bfloat16, torch.float16)
+            or version < (2, 11)):  # (older symmetric-memory APIs differ)
         return "nccl"
+    candidate = None
     try:
         candidate = PeerMemoryAllReduce(device, dtype)
-        probe = torch.full((4096,), float(_tp_rank + 1), dtype=dtype, device=device)
-        candidate(probe)
-        ok = bool((probe == _tp_size * (_tp_size + 1) / 2).all())
     except Exception:
-        candidate, ok = None, False
-    agreed = torch.tensor([1 if ok else 0], device=device)
-    dist.all_reduce(agreed, op=dist.ReduceOp.MIN)  # all ranks take the same path, or none
-    _peer_all_reduce = candidate if agreed.item() == 1 else None
+        pass
+    if not _all_ranks_agree(candidate is not None, device):
+        return "nccl"
+    try:
+        candidate.rendezvous()
+        exchanged = True
+    except Exception:
+        exchanged = False
+    if not _all_ranks_agree(exchanged, device):
+        return "nccl"
+    probe = torch.full((4096,), float(_tp_rank + 1), dtype=dtype, device=device)
+    candidate(probe)
+    ok = bool((probe == _tp_size * (_tp_size + 1) / 2).all())
+    if _all_ranks_agree(ok, device):
+        _peer_all_reduce = candidate
     return "peer" if _peer_all_reduce is not None else "nccl"
 
 

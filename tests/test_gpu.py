@@ -126,11 +126,15 @@ def test_peer_memory_all_reduce_matches_nccl():
     ctx = mp.get_context("spawn")
     results, port = ctx.Queue(), free_port()
     procs = [ctx.Process(target=_peer_all_reduce_rank, args=(r, 2, port, results)) for r in range(2)]
-    for p in procs:
-        p.start()
-    got = sorted(results.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
+    try:
+        for p in procs:
+            p.start()
+        got = sorted(results.get(timeout=120) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
     for rank, path, errors in got:
         assert path.startswith("peer memory"), f"rank {rank} fell back to {path}"
         assert max(errors) < 2e-2, errors

@@ -156,8 +156,10 @@ class LLMEngine:
         """Stop the tensor-parallel workers (if any) and give the KV cache and CUDA graphs' memory back.
         The engine cannot run afterwards."""
         # The CUDA graphs go first: destroying an NCCL communicator that captured graphs still use hangs.
+        # Not after a worker died: this GPU may be stuck in a collective, and freeing memory would wait on it.
         runner = getattr(self, "model_runner", None)
-        if runner is not None and runner.kv_cache is not None:
+        failed = getattr(self, "workers", None) is not None and self.workers.failure is not None
+        if runner is not None and runner.kv_cache is not None and not failed:
             runner.release()
         if getattr(self, "workers", None) is not None:
             self.workers.shutdown()
@@ -303,8 +305,14 @@ class LLMEngine:
             done, self._in_flight = self._in_flight, handle
         finished = []
         if done is not None:
+            try:
+                sampled = self.model_runner.wait(done)
+            except BaseException:
+                if self.workers is not None:  # tensor-parallel ranks are out of step now: stop them
+                    self.shutdown()
+                raise
             with record_function("nanoinfer.postprocess"):
-                finished = self.scheduler.complete(done.batch, done.positions, self.model_runner.wait(done))
+                finished = self.scheduler.complete(done.batch, done.positions, sampled)
         if not self.scheduler.has_unfinished():
             self._in_flight = None  # whatever is still in flight belongs to finished sequences
         t3 = time.perf_counter()

@@ -7,7 +7,6 @@ The ModelRunner also owns the KV cache: one tensor per layer pair of keys and va
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,40 +249,31 @@ class ModelRunner:
         inputs.block_tables = tables
         return inputs
 
-    def _to_device(self, values: np.ndarray) -> torch.Tensor:
-        """A host array on this rank's device; through pinned memory on a GPU, so the copy does not
-        wait for the work already queued."""
-        t = torch.from_numpy(values)
+    def _to_device(self, values, dtype) -> torch.Tensor:
+        """A host list or array on this rank's device; through pinned memory on a GPU, so the copy
+        does not wait for the work already queued."""
+        t = torch.from_numpy(values) if isinstance(values, np.ndarray) else torch.tensor(values, dtype=dtype)
         if self.device.type == "cuda":
             t = t.pin_memory()
         return t.to(self.device, non_blocking=True)
 
     def device_inputs(self, inputs: StepInputs):
-        """The step's index tensors on this rank's device, and the attention metadata every layer shares.
-        All int64 lists travel in one copy and all int32 ones in another: each separate host-to-device
-        copy costs the host tens of microseconds, and this runs every step."""
-        longs = (inputs.input_ids, inputs.positions, inputs.slots, inputs.logits_index, inputs.pending_index,
-                 inputs.pending_row)
-        ids, positions, slots, logits_index, pending_index, pending_row = torch.split(
-            self._to_device(np.fromiter(itertools.chain(*longs), np.int64)), [len(x) for x in longs])
-        tables = inputs.block_tables
-        ints = np.concatenate((np.asarray(inputs.query_start, np.int32), np.asarray(inputs.seq_lens, np.int32),
-                               tables.ravel()))
-        query_start, seq_lens, flat_tables = torch.split(
-            self._to_device(ints), [len(inputs.query_start), len(inputs.seq_lens), tables.size])
+        """The model's inputs on this rank's device, and the attention metadata shared by every layer."""
+        to_device = self._to_device
+
         meta = AttentionMetadata(
             is_decode=inputs.phase == "decode",
-            slot_mapping=slots,
-            query_start_loc=query_start,
-            seq_lens=seq_lens,
-            block_tables=flat_tables.view(tables.shape),
+            slot_mapping=to_device(inputs.slots, torch.int64),
+            query_start_loc=to_device(inputs.query_start, torch.int32),
+            seq_lens=to_device(inputs.seq_lens, torch.int32),
+            block_tables=to_device(inputs.block_tables, torch.int32),
             max_query_len=max(inputs.query_lens),
             max_seq_len=max(inputs.seq_lens),
             block_size=self.block_size,
             query_lens_cpu=inputs.query_lens,
             seq_lens_cpu=inputs.seq_lens,
         )
-        return ids, positions, meta, logits_index, pending_index, pending_row
+        return to_device(inputs.input_ids, torch.int64), to_device(inputs.positions, torch.int64), meta
 
     @torch.inference_mode()
     def execute(self, inputs: StepInputs, previous_tokens: torch.Tensor | None = None) -> torch.Tensor | None:
@@ -292,13 +282,14 @@ class ModelRunner:
         if self.kv_cache is None:
             raise RuntimeError("this engine was shut down; create a new LLM")
         with record_function("nanoinfer.device_inputs"):
-            input_ids, positions, meta, logits_index, pending_index, pending_row = self.device_inputs(inputs)
+            input_ids, positions, meta = self.device_inputs(inputs)
             if inputs.pending_index:  # tokens sampled by the previous step, taken straight from the device
+                index = self._to_device(inputs.pending_index, torch.int64)
                 if previous_tokens is not None:
-                    values = previous_tokens[pending_row]
+                    values = previous_tokens[self._to_device(inputs.pending_row, torch.int64)]
                 else:  # a tensor-parallel worker: rank 0 sends the values
                     values = torch.empty(len(inputs.pending_index), dtype=torch.int64, device=self.device)
-                input_ids[pending_index] = broadcast_from_rank0(values)
+                input_ids[index] = broadcast_from_rank0(values)
         if inputs.phase == "decode" and self.graphs is not None:
             self.graphs.coverage.decode_steps += 1
             if len(inputs.seq_lens) <= self.graphs.max_batch_size:
@@ -309,7 +300,7 @@ class ModelRunner:
             hidden = self.model(input_ids, positions, meta)
         if not inputs.logits_index:
             return None
-        return self.model.compute_logits(hidden[logits_index])
+        return self.model.compute_logits(hidden[self._to_device(inputs.logits_index, torch.int64)])
 
     @torch.inference_mode()
     def launch(self, batch: ScheduledBatch, previous: StepHandle | None = None) -> StepHandle:
@@ -347,8 +338,14 @@ class ModelRunner:
         """The step's sampled token per sequence of its batch (None where a prefill chunk stops short)."""
         if handle.tokens is None:
             return [None] * len(handle.batch.seqs)
-        if handle.event is not None:
+        if handle.event is not None and self.workers is None:
             handle.event.synchronize()  # only this step's copy: a later step may already be running
+        elif handle.event is not None:
+            # With tensor parallelism a dead rank can leave this GPU waiting forever inside a peer-memory
+            # all-reduce (it cannot be aborted like NCCL): poll, and ask the watchdog in between.
+            while not handle.event.query():
+                self.workers.check()
+                time.sleep(2e-5)
         values = handle.host_tokens.tolist()
         if self.bus:
             self.bus.emit("sampled", "ModelRunner", seq_ids=list(handle.rows), token_ids=values,

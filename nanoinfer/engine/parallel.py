@@ -159,7 +159,7 @@ class WorkerGroup:
     # ---- calls ---------------------------------------------------------------------------------
     def call(self, method: str, *args, reply: bool = False) -> None:
         """Start ``method(*args)`` on every worker (rank 0 runs it itself right after)."""
-        self._check()
+        self.check()
         for rank, conn in enumerate(self.conns, start=1):
             try:
                 conn.send((method, args, reply))
@@ -199,7 +199,8 @@ class WorkerGroup:
             except Exception:
                 pass
 
-    def _check(self) -> None:
+    def check(self) -> None:
+        """Raise WorkerDied if a worker has failed (the watchdog records it) or the group was shut down."""
         if self.failure:
             raise WorkerDied(self.failure + "; create a new LLM")
         if self.closed:
