@@ -138,3 +138,47 @@ def test_peer_memory_all_reduce_matches_nccl():
     for rank, path, errors in got:
         assert path.startswith("peer memory"), f"rank {rank} fell back to {path}"
         assert max(errors) < 2e-2, errors
+
+
+_KILL_A_RANK = """
+import os, signal, sys, time
+from nanoinfer import LLM, SamplingParams
+from nanoinfer.distributed import all_reduce_path
+from nanoinfer.engine.parallel import WorkerDied
+
+if __name__ == "__main__":
+    llm = LLM(sys.argv[1], max_model_len=256, tensor_parallel_size=2, dtype="bfloat16", gpu_memory_utilization=0.3)
+    print("all-reduce:", all_reduce_path(), flush=True)
+    victim = llm.engine.workers.procs[0]
+    killed = {}
+
+    def kill(event):
+        if event.kind == "decode_step" and event.step == 5 and not killed:
+            killed["at"] = time.time()
+            os.kill(victim.pid, signal.SIGKILL)
+
+    llm.events.subscribe(kill)
+    try:
+        llm.generate([[1, 2, 3]] * 4, SamplingParams(max_tokens=200, ignore_eos=True), use_tqdm=False)
+    except WorkerDied as error:
+        print(f"raised after {time.time() - killed['at']:.1f} s: {error}", flush=True)
+"""
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_dead_rank_on_gpus_raises_and_the_process_exits(tiny_qwen3, tmp_path):
+    """A rank killed mid-generation on GPUs (bf16: the peer-memory all-reduce, which cannot be aborted)
+    makes the caller raise WorkerDied within 30 s, and its process still exits. In a child process: the
+    caller's GPU stays stuck in the all-reduce, so nothing else may run in it."""
+    import re
+    import subprocess
+    import sys
+
+    script = tmp_path / "kill_a_rank.py"
+    script.write_text(_KILL_A_RANK)
+    done = subprocess.run([sys.executable, str(script), str(tiny_qwen3)], capture_output=True, text=True,
+                          timeout=240)
+    assert "all-reduce: peer memory" in done.stdout, done.stdout + done.stderr[-2000:]
+    found = re.search(r"raised after ([\d.]+) s: .*rank 1 \(pid \d+\) died", done.stdout)
+    assert found, done.stdout + done.stderr[-2000:]
+    assert float(found.group(1)) < 30
