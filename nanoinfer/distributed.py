@@ -48,9 +48,13 @@ class PeerMemoryAllReduce:
     Unlike NCCL, its kernels cannot be aborted: if a rank dies, the others' GPUs wait inside it. The
     engine therefore polls its step's completion and the workers' watchdog (``ModelRunner.wait``)."""
 
-    def __init__(self, device: torch.device, dtype: torch.dtype, max_bytes: int = 8 << 20) -> None:
+    def __init__(self, device: torch.device, dtype: torch.dtype, max_bytes: int = 8 << 20,
+                 one_shot: bool = False) -> None:
         import torch.distributed._symmetric_memory as symm_mem
 
+        # one-shot: every rank reads all the others' whole buffers and sums them (one barrier, more reads);
+        # two-shot (default): reduce a slice each, then gather the slices (two barriers, fewer reads).
+        self.one_shot = one_shot
         self.group_name = dist.group.WORLD.group_name
         self.buffer = symm_mem.empty(max_bytes // dtype.itemsize, dtype=dtype, device=device)
         self._symm_mem = symm_mem
@@ -67,8 +71,12 @@ class PeerMemoryAllReduce:
     def __call__(self, x: torch.Tensor) -> None:
         part = self.buffer[: x.numel()]
         part.copy_(x.view(-1))
-        torch.ops.symm_mem.two_shot_all_reduce_(part, "sum", self.group_name)
-        x.view(-1).copy_(part)
+        ops = torch.ops.symm_mem
+        if self.one_shot:
+            ops.one_shot_all_reduce_out(part, "sum", self.group_name, x.view(-1))
+        else:
+            ops.two_shot_all_reduce_(part, "sum", self.group_name)
+            x.view(-1).copy_(part)
 
 
 def _all_ranks_agree(ok: bool, device: torch.device) -> bool:
@@ -86,13 +94,13 @@ def enable_peer_all_reduce(device: torch.device, dtype: torch.dtype) -> str:
     import os
 
     _peer_all_reduce = None
+    choice = os.environ.get("NANOINFER_ALL_REDUCE", "peer")  # peer (two-shot), peer-one-shot, or nccl
     version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
-    if (os.environ.get("NANOINFER_ALL_REDUCE", "peer") == "nccl" or dtype not in (torch.bfloat16, torch.float16)
-            or version < (2, 11)):  # (older symmetric-memory APIs differ)
-        return "nccl"
+    if choice == "nccl" or dtype not in (torch.bfloat16, torch.float16) or version < (2, 11):
+        return "nccl"  # (older symmetric-memory APIs differ)
     candidate = None
     try:
-        candidate = PeerMemoryAllReduce(device, dtype)
+        candidate = PeerMemoryAllReduce(device, dtype, one_shot=choice == "peer-one-shot")
     except Exception:
         pass
     if not _all_ranks_agree(candidate is not None, device):
@@ -105,8 +113,11 @@ def enable_peer_all_reduce(device: torch.device, dtype: torch.dtype) -> str:
     if not _all_ranks_agree(exchanged, device):
         return "nccl"
     probe = torch.full((4096,), float(_tp_rank + 1), dtype=dtype, device=device)
-    candidate(probe)
-    ok = bool((probe == _tp_size * (_tp_size + 1) / 2).all())
+    try:
+        candidate(probe)
+        ok = bool((probe == _tp_size * (_tp_size + 1) / 2).all())
+    except Exception:  # (an operator this torch lacks fails on every rank alike, before any kernel runs)
+        ok = False
     if _all_ranks_agree(ok, device):
         _peer_all_reduce = candidate
     return "peer" if _peer_all_reduce is not None else "nccl"
@@ -116,7 +127,10 @@ def all_reduce_path() -> str:
     """How this process's all-reduces travel now (recorded beside benchmark results)."""
     if _tp_size == 1:
         return "none (one rank)"
-    return "peer memory for small tensors, NCCL for the rest" if _peer_all_reduce is not None else "NCCL/gloo"
+    if _peer_all_reduce is None:
+        return "NCCL/gloo"
+    kind = "one-shot" if _peer_all_reduce.one_shot else "two-shot"
+    return f"peer memory ({kind}) for small tensors, NCCL for the rest"
 
 
 def disable_peer_all_reduce() -> None:

@@ -97,9 +97,13 @@ def test_memory_plan_fills_the_budget(tiny_qwen3):
     assert torch.cuda.mem_get_info()[0] > 0.85 * total
 
 
-def _peer_all_reduce_rank(rank: int, size: int, port: int, results) -> None:
+def _peer_all_reduce_rank(rank: int, size: int, port: int, results, choice: str) -> None:
+    import os
+
     from nanoinfer import distributed
     from nanoinfer.engine.parallel import init_rank
+
+    os.environ["NANOINFER_ALL_REDUCE"] = choice
 
     device = torch.device("cuda", rank)
     init_rank(rank, size, port, device, torch.bfloat16)
@@ -117,7 +121,8 @@ def _peer_all_reduce_rank(rank: int, size: int, port: int, results) -> None:
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
-def test_peer_memory_all_reduce_matches_nccl():
+@pytest.mark.parametrize("choice", ["peer", "peer-one-shot"])
+def test_peer_memory_all_reduce_matches_nccl(choice):
     """The peer-memory all-reduce of small bf16 tensors sums like NCCL in float32, to bf16 rounding."""
     import torch.multiprocessing as mp
 
@@ -125,7 +130,7 @@ def test_peer_memory_all_reduce_matches_nccl():
 
     ctx = mp.get_context("spawn")
     results, port = ctx.Queue(), free_port()
-    procs = [ctx.Process(target=_peer_all_reduce_rank, args=(r, 2, port, results)) for r in range(2)]
+    procs = [ctx.Process(target=_peer_all_reduce_rank, args=(r, 2, port, results, choice)) for r in range(2)]
     try:
         for p in procs:
             p.start()
@@ -137,6 +142,7 @@ def test_peer_memory_all_reduce_matches_nccl():
                 p.kill()
     for rank, path, errors in got:
         assert path.startswith("peer memory"), f"rank {rank} fell back to {path}"
+        assert ("one-shot" in path) == (choice == "peer-one-shot"), path
         assert max(errors) < 2e-2, errors
 
 
