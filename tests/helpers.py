@@ -98,3 +98,22 @@ def generate_with_logits(llm, prompts, params):
             for row, seq_id in enumerate(event.data["seq_ids"]):
                 logits.setdefault(seq_id - first, []).append(event.data["logits"][row].float().cpu())
     return [o.token_ids for o in outputs], logits
+
+
+def kill_a_worker_during_decode(llm, step: int = 5) -> dict:
+    """SIGKILL tensor-parallel rank 1 when the engine schedules a decode at ``step``; the returned dict
+    gets the kill time under "at"."""
+    import os
+    import signal
+    import time
+
+    victim = llm.engine.workers.procs[0]
+    killed: dict = {}
+
+    def kill(event):
+        if event.kind == "decode_step" and event.step == step and not killed:
+            killed["at"] = time.time()
+            os.kill(victim.pid, signal.SIGKILL)
+
+    llm.events.subscribe(kill)
+    return killed

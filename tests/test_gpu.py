@@ -1,6 +1,8 @@
 """GPU execution (run on a CUDA machine with ``pytest -m gpu``): CUDA graphs, torch.compile and the
 GPU path against the CPU, in float32 so that results must agree to rounding."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -147,7 +149,9 @@ def test_peer_memory_all_reduce_matches_nccl(choice):
 
 
 _KILL_A_RANK = """
-import os, signal, sys, time
+import sys, time
+sys.path.insert(0, sys.argv[2])  # the tests folder, for helpers
+from helpers import kill_a_worker_during_decode
 from nanoinfer import LLM, SamplingParams
 from nanoinfer.distributed import all_reduce_path
 from nanoinfer.engine.parallel import WorkerDied
@@ -155,15 +159,7 @@ from nanoinfer.engine.parallel import WorkerDied
 if __name__ == "__main__":
     llm = LLM(sys.argv[1], max_model_len=256, tensor_parallel_size=2, dtype="bfloat16", gpu_memory_utilization=0.3)
     print("all-reduce:", all_reduce_path(), flush=True)
-    victim = llm.engine.workers.procs[0]
-    killed = {}
-
-    def kill(event):
-        if event.kind == "decode_step" and event.step == 5 and not killed:
-            killed["at"] = time.time()
-            os.kill(victim.pid, signal.SIGKILL)
-
-    llm.events.subscribe(kill)
+    killed = kill_a_worker_during_decode(llm)
     try:
         llm.generate([[1, 2, 3]] * 4, SamplingParams(max_tokens=200, ignore_eos=True), use_tqdm=False)
     except WorkerDied as error:
@@ -182,7 +178,7 @@ def test_dead_rank_on_gpus_raises_and_the_process_exits(tiny_qwen3, tmp_path):
 
     script = tmp_path / "kill_a_rank.py"
     script.write_text(_KILL_A_RANK)
-    done = subprocess.run([sys.executable, str(script), str(tiny_qwen3)], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, str(script), str(tiny_qwen3), str(Path(__file__).parent)], capture_output=True, text=True,
                           timeout=240)
     assert "all-reduce: peer memory" in done.stdout, done.stdout + done.stderr[-2000:]
     found = re.search(r"raised after ([\d.]+) s: .*rank 1 \(pid \d+\) died", done.stdout)

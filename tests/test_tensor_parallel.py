@@ -2,13 +2,11 @@
 and a clear error when a rank dies."""
 
 import multiprocessing
-import os
-import signal
 import time
 
 import pytest
 
-from helpers import assert_no_leaks, generate_with_logits, relative_error
+from helpers import assert_no_leaks, generate_with_logits, kill_a_worker_during_decode, relative_error
 from nanoinfer import LLM, SamplingParams
 from nanoinfer.engine.parallel import WorkerDied
 
@@ -55,15 +53,7 @@ def test_bad_tensor_parallel_sizes_refused_before_any_process(tiny_llama):
 
 def test_dead_rank_raises_quickly_and_nothing_hangs(tiny_qwen3):
     llm = LLM(str(tiny_qwen3), max_model_len=256, tensor_parallel_size=2)
-    victim = llm.engine.workers.procs[0]
-    killed = {}
-
-    def kill_mid_generation(event):
-        if event.kind == "decode_step" and event.step == 5 and not killed:
-            killed["at"] = time.time()
-            os.kill(victim.pid, signal.SIGKILL)
-
-    llm.events.subscribe(kill_mid_generation)
+    killed = kill_a_worker_during_decode(llm)
     with pytest.raises(WorkerDied, match=r"rank 1 \(pid \d+\) died"):
         llm.generate([[1, 2, 3]] * 4, SamplingParams(max_tokens=200, ignore_eos=True), use_tqdm=False)
     assert time.time() - killed["at"] < 30

@@ -126,10 +126,6 @@ class Sequence:
         return self.token_ids[self.num_prompt_tokens :]
 
     @property
-    def last_token_id(self) -> int:
-        return self.token_ids[-1]
-
-    @property
     def num_known_tokens(self) -> int:
         """Tokens whose values the host knows (all but the pending placeholders)."""
         return len(self.token_ids) - self.num_pending_tokens

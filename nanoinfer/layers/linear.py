@@ -44,10 +44,6 @@ class LinearBase(nn.Module):
         return F.linear(x, self.weight, self.bias)
 
 
-class ReplicatedLinear(LinearBase):
-    """The whole weight on every rank."""
-
-
 class ColumnParallelLinear(LinearBase):
     """Output features split over ranks: rank r computes rows [r*n, (r+1)*n) of the output."""
 
