@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nanoinfer.distributed import all_gather_last_dim, all_reduce, tp_rank, tp_size
+from nanoinfer.layers.cpu_packed import linear
 
 
 class VocabParallelEmbedding(nn.Module):
@@ -42,7 +43,8 @@ class ParallelLMHead(VocabParallelEmbedding):
     def __init__(self, num_embeddings: int, embedding_dim: int, bias: bool = False) -> None:
         super().__init__(num_embeddings, embedding_dim)
         assert not bias, "LM-head bias is not supported"
+        self.packed_weight: torch.Tensor | None = None  # a CPU-only packed copy (layers/cpu_packed.py)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = all_gather_last_dim(F.linear(hidden, self.weight))
+        logits = all_gather_last_dim(linear(hidden, self.weight, None, self.packed_weight))
         return logits[..., : self.num_embeddings]
