@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-ATTENTION_BACKENDS = ("auto", "torch", "naive", "triton", "flash_attn")
+ATTENTION_BACKENDS = ("auto", "cpu", "torch", "naive", "triton", "flash_attn")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -73,4 +73,6 @@ def test_prompt_forms(default_llm):
 
 def test_repr_names_the_essentials(default_llm):
     text = repr(default_llm)
-    assert "LlamaForCausalLM" in text and "attention=torch" in text and "kv_blocks=" in text
+    backend = default_llm.model_runner.backend.name
+    assert "LlamaForCausalLM" in text and f"attention={backend}" in text and "kv_blocks=" in text
+    assert backend in ("cpu", "torch")  # the C kernel when a compiler is found, else the torch reference

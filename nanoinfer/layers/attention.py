@@ -5,7 +5,8 @@ query to its sequence's whole context, read through the sequence's block table. 
 comes first, prefix blocks that another sequence fills in this same step are already readable.
 
 Backends (``attention_backend``):
-  torch      - plain PyTorch over the block tables; the float32 reference, and the CPU path
+  torch      - plain PyTorch over the block tables; the float32 reference
+  cpu        - the torch backend with decode attention in C, reading the blocks in place (CPU default)
   naive      - the same, but materialising the full score matrix (Exercise 3.1), for comparison
   triton     - the project's Triton kernels (GPU)
   flash_attn - the flash-attn package (GPU, when installed)
@@ -69,7 +70,14 @@ def make_attention_backend(name: str, device: torch.device, block_size: int | No
     """Instantiate a backend by name; ``auto`` picks the fastest one available on ``device`` (flash-attn
     only when the block size suits its paged kernels)."""
     if name == "auto":
-        name = "torch" if device.type != "cuda" else _best_gpu_backend(block_size)
+        name = _best_cpu_backend() if device.type != "cuda" else _best_gpu_backend(block_size)
+    if name == "cpu" and device.type == "cpu":
+        from nanoinfer.layers.attention_cpu import CpuAttentionBackend, kernel_available
+
+        if not kernel_available():
+            raise RuntimeError("attention_backend='cpu' needs a C compiler with OpenMP (cc) to build its kernel; "
+                               "use 'torch' instead")
+        return CpuAttentionBackend()
     if name in ("torch", "naive"):
         from nanoinfer.layers.attention_torch import TorchAttentionBackend
 
@@ -80,12 +88,20 @@ def make_attention_backend(name: str, device: torch.device, block_size: int | No
         return TritonAttentionBackend()
     if device.type != "cuda":
         raise ValueError(f"attention_backend={name!r} needs a CUDA device (or, for 'triton', TRITON_INTERPRET=1 "
-                         "to run its kernels in Triton's interpreter); on a CPU use 'torch' or 'naive'")
+                         "to run its kernels in Triton's interpreter); on a CPU use 'cpu', 'torch' or 'naive'")
+    if name == "cpu":
+        raise ValueError("attention_backend='cpu' runs on a CPU only; on a GPU use 'triton', 'flash_attn' or 'torch'")
     if name == "flash_attn":
         from nanoinfer.layers.attention_flash import FlashAttentionBackend
 
         return FlashAttentionBackend(block_size)
     raise ValueError(f"unknown attention_backend {name!r}")
+
+
+def _best_cpu_backend() -> str:
+    from nanoinfer.layers.attention_cpu import kernel_available
+
+    return "cpu" if kernel_available() else "torch"
 
 
 def _best_gpu_backend(block_size: int | None) -> str:

@@ -1,0 +1,109 @@
+"""The ``cpu`` attention backend: the torch backend with decode attention in C (attention_cpu.c).
+
+Decode attention is the one place where the torch path wastes most on a CPU: it copies every sequence's
+blocks into a padded tensor before SDPA reads them. The C kernel reads the blocks in place. It is
+compiled with the system C compiler (``cc``, OpenMP) the first time it is needed and cached under
+``$NANOINFER_CACHE/kernels``; without a compiler, ``auto`` falls back to the torch backend.
+Prefill and chunked prefill keep the torch paths (their cost is in the matrix products, not here).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from nanoinfer.layers.attention import AttentionMetadata
+from nanoinfer.layers.attention_torch import TorchAttentionBackend
+
+SOURCE = Path(__file__).with_name("attention_cpu.c")
+# -ffast-math at compile time only (vectorised expf): linked in, it would switch the whole process's
+# floating point to flush-to-zero, under torch and everything else.
+COMPILE_FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp", "-fPIC", "-c"]
+LINK_FLAGS = ["-shared", "-fopenmp", "-lm"]
+
+
+def _cpu_signature() -> str:
+    """-march=native binaries are only valid on CPUs with the same instruction sets."""
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = ""
+    return hashlib.sha256(flags.encode()).hexdigest()[:8]
+
+
+@lru_cache(maxsize=1)
+def load_kernel() -> ctypes.CDLL | None:
+    """The compiled kernel, building it on first use; None (with a warning) when it cannot be built."""
+    from nanoinfer.convert import cache_dir
+
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *COMPILE_FLAGS, *LINK_FLAGS]).encode()).hexdigest()[:12]
+    path = cache_dir() / "kernels" / f"attention_cpu-{key}-{_cpu_signature()}.so"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        obj, tmp = path.with_suffix(f".{os.getpid()}.o"), path.with_suffix(f".{os.getpid()}.tmp")
+        for command in ([compiler, *COMPILE_FLAGS, str(SOURCE), "-o", str(obj)],
+                        [compiler, str(obj), *LINK_FLAGS, "-o", str(tmp)]):
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                warnings.warn(f"could not build the CPU attention kernel ({' '.join(command)}): "
+                              f"{result.stderr.strip()[:500]}; using the torch attention backend")
+                return None
+        obj.unlink()
+        os.replace(tmp, path)  # atomic: a parallel process sees the old state or the whole file
+    # torch has loaded its own libgomp.so.1; the kernel's OpenMP calls resolve to it: one thread pool
+    lib = ctypes.CDLL(str(path))
+    lib.paged_decode_attention.restype = None
+    lib.paged_decode_attention.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 6 + [ctypes.c_float]
+    return lib
+
+
+def kernel_available() -> bool:
+    return load_kernel() is not None
+
+
+def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                           block_tables: torch.Tensor, seq_lens: torch.Tensor, scale: float) -> torch.Tensor:
+    """q: [seqs, heads, head_dim] float32; caches [num_blocks, block_size, kv_heads, head_dim];
+    block_tables [seqs, max_blocks] int32; seq_lens [seqs] int32. Returns [seqs, heads, head_dim]."""
+    lib = load_kernel()
+    if lib is None:
+        raise RuntimeError("the CPU attention kernel is not available (no C compiler?)")
+    for name, t, dtype in (("q", q, torch.float32), ("k_cache", k_cache, torch.float32),
+                           ("v_cache", v_cache, torch.float32), ("block_tables", block_tables, torch.int32),
+                           ("seq_lens", seq_lens, torch.int32)):
+        if t.device.type != "cpu" or t.dtype != dtype:
+            raise TypeError(f"{name} must be a {dtype} CPU tensor, got {t.dtype} on {t.device}")
+    num_blocks, block_size, kv_heads, head_dim = k_cache.shape
+    seqs, heads, _ = q.shape
+    if heads % kv_heads:
+        raise ValueError(f"{heads} query heads are not a multiple of {kv_heads} KV heads")
+    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
+        raise ValueError("the KV cache views must be contiguous")
+    q, block_tables, seq_lens = q.contiguous(), block_tables.contiguous(), seq_lens.contiguous()
+    out = torch.empty_like(q)
+    lib.paged_decode_attention(q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), block_tables.data_ptr(),
+                               seq_lens.data_ptr(), out.data_ptr(), seqs, heads, kv_heads, head_dim, block_size,
+                               block_tables.shape[1], scale)
+    return out
+
+
+class CpuAttentionBackend(TorchAttentionBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = "cpu"
+
+    def _decode(self, q, k_cache, v_cache, meta: AttentionMetadata, scale: float) -> torch.Tensor:
+        if q.dtype != torch.float32:  # the kernel is float32 only
+            return super()._decode(q, k_cache, v_cache, meta, scale)
+        return paged_decode_attention(q, k_cache, v_cache, meta.block_tables, meta.seq_lens, scale)

@@ -1,0 +1,60 @@
+"""The C decode-attention kernel of the ``cpu`` backend against the float32 torch reference, on random
+paged batches (shuffled blocks, NaN in every slot no sequence owns, mixed lengths, GQA ratios)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nanoinfer.layers.attention_cpu import CpuAttentionBackend, kernel_available, paged_decode_attention
+from test_attention_backends import F32_TOL, make_batch, reference
+
+pytestmark = pytest.mark.skipif(not kernel_available(), reason="no C compiler to build the CPU kernel")
+
+
+def cpu(b):
+    for name in ("q", "k", "v", "k_cache", "v_cache", "ref_k_cache", "ref_v_cache"):
+        setattr(b, name, getattr(b, name).cpu())
+    for meta in (b.meta, b.ref_meta):
+        for name in ("slot_mapping", "query_start_loc", "seq_lens", "block_tables"):
+            setattr(meta, name, getattr(meta, name).cpu())
+    return b
+
+
+@pytest.mark.parametrize("block_size", [16, 256])
+@pytest.mark.parametrize("kv_heads,group,head_dim", [(2, 2, 64), (3, 3, 64), (1, 8, 128), (4, 1, 32), (2, 4, 80)])
+def test_decode_kernel_matches_torch(block_size, kv_heads, group, head_dim):
+    lens = [1, 7, 16, 17, 300, 45, 1000]
+    b = cpu(make_batch([1] * len(lens), lens, block_size, kv_heads, group, head_dim, seed=block_size + head_dim))
+    backend = CpuAttentionBackend()
+    backend.store_kv(b.k, b.v, b.k_cache, b.v_cache, b.meta)
+    out = backend.forward(b.q, b.k, b.v, b.k_cache, b.v_cache, b.meta, b.scale)
+    assert torch.isfinite(out).all(), "the kernel read a slot that no sequence owns"
+    torch.testing.assert_close(out, reference(b), **F32_TOL)
+
+
+def test_prefill_and_chunks_keep_the_torch_paths():
+    b = cpu(make_batch([5, 3, 40], [5, 20, 100], 16))
+    backend = CpuAttentionBackend()
+    backend.store_kv(b.k, b.v, b.k_cache.nan_to_num_(0.0), b.v_cache.nan_to_num_(0.0), b.meta)
+    out = backend.forward(b.q, b.k, b.v, b.k_cache, b.v_cache, b.meta, b.scale)
+    torch.testing.assert_close(out, reference(b), **F32_TOL)
+
+
+def test_bad_inputs_are_refused():
+    b = cpu(make_batch([1, 1], [4, 9], 16))
+    with pytest.raises(TypeError, match="block_tables"):
+        paged_decode_attention(b.q, b.k_cache, b.v_cache, b.meta.block_tables.long(), b.meta.seq_lens, b.scale)
+    with pytest.raises(TypeError, match="q must be"):
+        paged_decode_attention(b.q.double(), b.k_cache, b.v_cache, b.meta.block_tables, b.meta.seq_lens, b.scale)
+
+
+def test_loading_the_kernel_keeps_subnormal_floats():
+    """Linked with -ffast-math, a library switches the process to flush-to-zero when it loads."""
+    import numpy as np
+
+    from nanoinfer.layers.attention_cpu import load_kernel
+
+    load_kernel()
+    assert np.float32(1e-39) / np.float32(2) != 0
+    assert (torch.tensor(1e-39) / 2).item() != 0
