@@ -48,13 +48,9 @@ class PeerMemoryAllReduce:
     Unlike NCCL, its kernels cannot be aborted: if a rank dies, the others' GPUs wait inside it. The
     engine therefore polls its step's completion and the workers' watchdog (``ModelRunner.wait``)."""
 
-    def __init__(self, device: torch.device, dtype: torch.dtype, max_bytes: int = 8 << 20,
-                 one_shot: bool = False) -> None:
+    def __init__(self, device: torch.device, dtype: torch.dtype, max_bytes: int = 8 << 20) -> None:
         import torch.distributed._symmetric_memory as symm_mem
 
-        # one-shot: every rank reads all the others' whole buffers and sums them (one barrier, more reads);
-        # two-shot (default): reduce a slice each, then gather the slices (two barriers, fewer reads).
-        self.one_shot = one_shot
         self.group_name = dist.group.WORLD.group_name
         self.buffer = symm_mem.empty(max_bytes // dtype.itemsize, dtype=dtype, device=device)
         self._symm_mem = symm_mem
@@ -71,12 +67,8 @@ class PeerMemoryAllReduce:
     def __call__(self, x: torch.Tensor) -> None:
         part = self.buffer[: x.numel()]
         part.copy_(x.view(-1))
-        ops = torch.ops.symm_mem
-        if self.one_shot:
-            ops.one_shot_all_reduce_out(part, "sum", self.group_name, x.view(-1))
-        else:
-            ops.two_shot_all_reduce_(part, "sum", self.group_name)
-            x.view(-1).copy_(part)
+        torch.ops.symm_mem.two_shot_all_reduce_(part, "sum", self.group_name)
+        x.view(-1).copy_(part)
 
 
 def _all_ranks_agree(ok: bool, device: torch.device) -> bool:
@@ -94,13 +86,13 @@ def enable_peer_all_reduce(device: torch.device, dtype: torch.dtype) -> str:
     import os
 
     _peer_all_reduce = None
-    choice = os.environ.get("NANOINFER_ALL_REDUCE", "peer")  # peer (two-shot), peer-one-shot, or nccl
+    choice = os.environ.get("NANOINFER_ALL_REDUCE", "peer")  # peer or nccl
     version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
     if choice == "nccl" or dtype not in (torch.bfloat16, torch.float16) or version < (2, 11):
         return "nccl"  # (older symmetric-memory APIs differ)
     candidate = None
     try:
-        candidate = PeerMemoryAllReduce(device, dtype, one_shot=choice == "peer-one-shot")
+        candidate = PeerMemoryAllReduce(device, dtype)
     except Exception:
         pass
     if not _all_ranks_agree(candidate is not None, device):
@@ -129,13 +121,23 @@ def all_reduce_path() -> str:
         return "none (one rank)"
     if _peer_all_reduce is None:
         return "NCCL/gloo"
-    kind = "one-shot" if _peer_all_reduce.one_shot else "two-shot"
-    return f"peer memory ({kind}) for small tensors, NCCL for the rest"
+    return "peer memory (two-shot) for small tensors, NCCL for the rest"
 
 
-def disable_peer_all_reduce() -> None:
+_failed_peer_buffers: list = []
+
+
+def disable_peer_all_reduce(after_failure: bool = False) -> None:
+    """Back to NCCL alone. After a rank died this GPU may be stuck in a peer-memory kernel, and
+    unmapping the shared buffer would wait for it forever: then the buffer is kept until the process ends."""
     global _peer_all_reduce
+    if after_failure and _peer_all_reduce is not None:
+        _failed_peer_buffers.append(_peer_all_reduce)
     _peer_all_reduce = None
+
+
+def peer_all_reduce_enabled() -> bool:
+    return _peer_all_reduce is not None
 
 
 def tp_rank() -> int:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU call G (2 or 4 GPUs; TP_SIZES picks the runs, e.g. "2 2oneshot 4 4oneshot 1 4nccl"): the peer-memory all-reduce test, then TP scaling 1/2/4 (async engine, peer-memory
+# GPU call G (2 or 4 GPUs; TP_SIZES picks the runs, e.g. "2 4 1 4nccl"): the peer-memory all-reduce test, then TP scaling 1/2/4 (async engine, peer-memory
 # all-reduce), and TP=4 with NCCL alone for comparison.
 source "$(dirname "$0")/gpu_common.sh"
 export OMP_NUM_THREADS=8

@@ -2,8 +2,7 @@
 
     python scripts/tp_scaling.py OUT.jsonl 1 2 4 4nccl
 
-A size followed by "nccl" sends every all-reduce through NCCL (no peer-memory all-reduce), one followed by
-"oneshot" uses the one-shot peer-memory all-reduce instead of the two-shot one, for comparison.
+A size followed by "nccl" sends every all-reduce through NCCL (no peer-memory all-reduce), for comparison.
 
 Throughput comes from a full generate; the communication share from a profile of decode steps
 (NCCL kernel time over all kernel time on rank 0, at 256 sequences of 1024 tokens).
@@ -26,9 +25,8 @@ MODEL, WORKLOAD = "qwen3-8b", "code_gen"  # 256 requests, 512 prompt and 512 out
 
 def main(out_path: str, sizes: list[str]) -> None:
     for size in sizes:
-        tp = int(size.removesuffix("nccl").removesuffix("oneshot"))
-        os.environ["NANOINFER_ALL_REDUCE"] = ("nccl" if size.endswith("nccl") else
-                                             "peer-one-shot" if size.endswith("oneshot") else "peer")
+        tp = int(size.removesuffix("nccl"))
+        os.environ["NANOINFER_ALL_REDUCE"] = "nccl" if size.endswith("nccl") else "peer"
         t0 = time.perf_counter()
         try:
             llm = LLM(MODEL, tensor_parallel_size=tp, max_model_len=2048, max_num_seqs=256)

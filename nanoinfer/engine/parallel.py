@@ -27,7 +27,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from nanoinfer.distributed import comm_stats, disable_peer_all_reduce, enable_peer_all_reduce, set_tensor_parallel
+from nanoinfer.distributed import (comm_stats, disable_peer_all_reduce, enable_peer_all_reduce, peer_all_reduce_enabled,
+                                   set_tensor_parallel)
 
 COLLECTIVE_TIMEOUT = timedelta(seconds=120)  # a last resort: the watchdog normally reports dead ranks first
 
@@ -192,8 +193,11 @@ class WorkerGroup:
         rank, proc = sentinels[ready[0]]
         proc.join(timeout=1)
         self.failure = f"tensor-parallel rank {rank} (pid {proc.pid}) died with exit code {proc.exitcode}"
+        # Aborting NCCL makes rank 0's NCCL kernels return. Not with the peer-memory all-reduce: its kernel
+        # cannot be aborted, and the abort can block behind it (rank 0 polls its step and sees the failure).
         abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
-        if abort is not None and dist.is_initialized() and dist.get_backend() == "nccl":
+        if (abort is not None and dist.is_initialized() and dist.get_backend() == "nccl"
+                and not peer_all_reduce_enabled()):
             try:
                 abort()
             except Exception:
@@ -240,17 +244,28 @@ class WorkerGroup:
                         conn.send(("shutdown", (), False))
                     except Exception:
                         pass
-            disable_peer_all_reduce()
+            disable_peer_all_reduce(after_failure=self.failure is not None)
             if self.failure is None or dist.get_backend() != "nccl":  # gloo's teardown never waits
                 try:
                     dist.destroy_process_group()
                 except Exception:
                     pass
+            else:  # this GPU may never leave the dead rank's collective: CUDA's teardown at exit would wait
+                atexit.register(_exit_without_gpu_teardown)
         self._finalizer()
         set_tensor_parallel(0, 1)
         comm_stats.reset()
         comm_stats.timed = False
         torch.set_num_threads(self._threads)
+
+
+def _exit_without_gpu_teardown() -> None:
+    """At interpreter exit after a rank died on GPUs: end the process at once instead of waiting for
+    kernels that wait for the dead rank."""
+    print("nanoinfer: a tensor-parallel rank died; exiting without GPU teardown", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def _stop(conns, procs) -> None:
