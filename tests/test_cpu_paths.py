@@ -1,4 +1,5 @@
-"""The CPU's packed-weight matrix products (nanoinfer/layers/cpu_packed.py) against a float64 reference."""
+"""CPU-only fast paths against references: packed-weight matrix products (layers/cpu_packed.py) against
+float64, and the row-chunked prefill MLP (models/llama.py) against the whole-batch one."""
 
 import pytest
 import torch
@@ -38,3 +39,18 @@ def test_engine_packs_every_linear_and_the_head(tiny_llama):
         assert all(m.packed_weight is not None for m in slots)
     with LLM(tiny_llama, num_kvcache_blocks=64, pack_cpu_weights=False) as llm:
         assert llm.model_runner.packed_weights == 0
+
+
+def test_row_chunked_mlp_matches_the_whole_batch(tiny_llama):
+    from transformers import AutoConfig
+
+    from nanoinfer.models.llama import LlamaMLP
+
+    torch.manual_seed(0)
+    mlp = LlamaMLP(AutoConfig.from_pretrained(tiny_llama))
+    for p in mlp.parameters():
+        p.data.normal_()
+    x = torch.randn(37, mlp.gate_up_proj.input_size)
+    whole = mlp(x)
+    mlp.cpu_chunk_rows = 8  # 37 rows: four chunks of 8 and one of 5
+    torch.testing.assert_close(mlp(x), whole, rtol=1e-5, atol=1e-5 * whole.abs().max().item())  # GEMM blocking differs
