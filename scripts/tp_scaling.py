@@ -38,12 +38,24 @@ def main(out_path: str, sizes: list[str]) -> None:
         workload = named_workload(WORKLOAD, llm.engine.hf_config.vocab_size, seed=0)
         result = run_nanoinfer(llm, workload)
         phases = llm.engine.metrics.summary()
+        # Host time per decode step by batch size: launch (prepare + send to the workers) against the step's
+        # wall time tells whether a size is bound by the host or by the GPUs.
+        tl = llm.step_timeline()
+        decode = tl[tl.phase == "decode"]
+        host = {}
+        for lo, hi in ((1, 64), (65, 192), (193, 100000)):
+            part = decode[(decode.num_seqs >= lo) & (decode.num_seqs <= hi)]
+            if len(part):
+                host[f"{lo}-{hi} seqs"] = {"steps": len(part), **{
+                    k: round(1e3 * float(part[c].mean()), 3) for k, c in
+                    (("step_ms", "seconds"), ("schedule_ms", "schedule_s"), ("launch_ms", "model_s"),
+                     ("wait_and_postprocess_ms", "postprocess_s"))}}
         table = profile_decode(llm, num_seqs=256, context_len=1024, steps=5)
         comm = float(table["ms_per_step"].get("communication", 0.0))
         kernels = float(table["ms_per_step"].drop("CPU overhead (device idle)", errors="ignore").sum())
         record = {"tp": tp, "all_reduce": path, "model": MODEL, "workload": WORKLOAD, "startup_s": startup,
                   "seconds": result.seconds, "tokens_per_s": result.generated_per_s, "phases": phases,
-                  "decode_profile_ms": table["ms_per_step"].round(3).to_dict(),
+                  "decode_host_ms": host, "decode_profile_ms": table["ms_per_step"].round(3).to_dict(),
                   "decode_wall_ms_per_step": table.attrs["wall_ms_per_step"],
                   "comm_share_of_kernel_time": comm / kernels if kernels else 0.0, "env": environment()}
         print(json.dumps(record), flush=True)
