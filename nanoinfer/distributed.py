@@ -140,6 +140,11 @@ def peer_all_reduce_enabled() -> bool:
     return _peer_all_reduce is not None
 
 
+def peer_buffer_kept() -> bool:
+    """True once a rank died with the peer-memory all-reduce on (this GPU may be stuck in its kernel)."""
+    return bool(_failed_peer_buffers)
+
+
 def tp_rank() -> int:
     return _tp_rank
 

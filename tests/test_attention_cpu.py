@@ -47,6 +47,28 @@ def test_bad_inputs_are_refused():
         paged_decode_attention(b.q, b.k_cache, b.v_cache, b.meta.block_tables.long(), b.meta.seq_lens, b.scale)
     with pytest.raises(TypeError, match="q must be"):
         paged_decode_attention(b.q.double(), b.k_cache, b.v_cache, b.meta.block_tables, b.meta.seq_lens, b.scale)
+    with pytest.raises(ValueError, match="does not fit"):
+        paged_decode_attention(b.q[..., :32], b.k_cache, b.v_cache, b.meta.block_tables, b.meta.seq_lens, b.scale)
+    with pytest.raises(ValueError, match="one row per query"):
+        paged_decode_attention(b.q[:1], b.k_cache, b.v_cache, b.meta.block_tables, b.meta.seq_lens, b.scale)
+    for lens in ([0, 9], [4, 17]):  # empty, or longer than the one-block tables
+        with pytest.raises(ValueError, match="seq_lens"):
+            paged_decode_attention(b.q, b.k_cache, b.v_cache, b.meta.block_tables, torch.tensor(lens, dtype=torch.int32),
+                                   b.scale)
+
+
+def test_without_a_compiler_auto_falls_back_to_torch(monkeypatch):
+    from nanoinfer.layers import attention_cpu
+    from nanoinfer.layers.attention import make_attention_backend
+
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    attention_cpu.load_kernel.cache_clear()
+    try:
+        assert make_attention_backend("auto", torch.device("cpu")).name == "torch"
+        with pytest.raises(RuntimeError, match="C compiler"):
+            make_attention_backend("cpu", torch.device("cpu"))
+    finally:
+        attention_cpu.load_kernel.cache_clear()
 
 
 def test_loading_the_kernel_keeps_subnormal_floats():

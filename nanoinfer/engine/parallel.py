@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from nanoinfer.distributed import (comm_stats, disable_peer_all_reduce, enable_peer_all_reduce, peer_all_reduce_enabled,
-                                   set_tensor_parallel)
+                                   peer_buffer_kept, set_tensor_parallel)
 
 COLLECTIVE_TIMEOUT = timedelta(seconds=120)  # a last resort: the watchdog normally reports dead ranks first
 
@@ -61,6 +61,10 @@ def init_rank(rank: int, size: int, port: int, device: torch.device, dtype: torc
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        # When a rank dies, collectives already queued on the others never finish. PyTorch's default (3)
+        # kills the process when NCCL's watchdog times them out; 2 aborts the communicator and lets the
+        # caller, which has already raised WorkerDied, live on (the user's own choice wins).
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2")
     else:  # share the cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // size))
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size,
@@ -250,7 +254,7 @@ class WorkerGroup:
                     dist.destroy_process_group()
                 except Exception:
                     pass
-            else:  # this GPU may never leave the dead rank's collective: CUDA's teardown at exit would wait
+            elif peer_buffer_kept():  # this GPU never leaves that kernel: CUDA's teardown at exit would wait
                 atexit.register(_exit_without_gpu_teardown)
         self._finalizer()
         set_tensor_parallel(0, 1)
@@ -260,8 +264,9 @@ class WorkerGroup:
 
 
 def _exit_without_gpu_teardown() -> None:
-    """At interpreter exit after a rank died on GPUs: end the process at once instead of waiting for
-    kernels that wait for the dead rank."""
+    """At interpreter exit after a rank died while the peer-memory all-reduce was on: end the process at
+    once (exit status 1, later atexit handlers skipped) instead of waiting for a kernel that waits for the
+    dead rank."""
     print("nanoinfer: a tensor-parallel rank died; exiting without GPU teardown", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()

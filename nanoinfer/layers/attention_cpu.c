@@ -95,7 +95,12 @@ void paged_decode_attention(
     #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int s = 0; s < num_seqs; s++) {
         for (int kvh = 0; kvh < num_kv_heads; kvh++) {
-            float *scores = malloc(sizeof(float) * group * seq_lens[s]);  /* [group, context] */
+            float *scores = seq_lens[s] > 0 ? malloc(sizeof(float) * group * seq_lens[s]) : NULL;
+            if (scores == NULL) {  /* nothing to attend to (or no memory): a zero output, never garbage */
+                float *os = out + ((long)s * num_heads + (long)kvh * group) * head_dim;
+                for (long i = 0; i < (long)group * head_dim; i++) os[i] = 0.0f;
+                continue;
+            }
 #define ATTEND(HD) attend_one(q, k_cache, v_cache, block_tables, seq_lens, out, s, kvh, num_heads, group, HD, \
                               block_size, max_blocks, token_stride, block_stride, scale, scores)
             if (head_dim == 64) ATTEND(64);

@@ -12,8 +12,12 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
+import shlex
 import shutil
 import subprocess
+import tempfile
+import threading
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -26,43 +30,71 @@ from nanoinfer.layers.attention_torch import TorchAttentionBackend
 SOURCE = Path(__file__).with_name("attention_cpu.c")
 # -ffast-math at compile time only (vectorised expf): linked in, it would switch the whole process's
 # floating point to flush-to-zero, under torch and everything else.
-COMPILE_FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp", "-fPIC", "-c"]
+COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-c"]
+if platform.machine() in ("x86_64", "AMD64"):
+    COMPILE_FLAGS.insert(2, "-mprefer-vector-width=512")  # AVX-512 where the CPU has it
 LINK_FLAGS = ["-shared", "-fopenmp", "-lm"]
+_build_lock = threading.Lock()
 
 
 def _cpu_signature() -> str:
     """-march=native binaries are only valid on CPUs with the same instruction sets."""
     try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags"))
-    except (OSError, StopIteration):
-        flags = ""
-    return hashlib.sha256(flags.encode()).hexdigest()[:8]
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        flags = platform.processor()
+    return hashlib.sha256(f"{platform.machine()} {flags}".encode()).hexdigest()[:8]
+
+
+def _build(compiler: list[str], path: Path) -> str | None:
+    """Compile and link into ``path``; the compiler's complaint on failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".so.tmp")
+    os.close(fd)
+    obj = tmp.removesuffix(".so.tmp") + ".o"
+    try:
+        for command in ([*compiler, *COMPILE_FLAGS, str(SOURCE), "-o", obj],
+                        [*compiler, obj, *LINK_FLAGS, "-o", tmp]):
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                return f"{' '.join(command)}: {result.stderr.strip()[:500]}"
+        os.replace(tmp, path)  # atomic: another process sees no file or the whole file
+        return None
+    finally:
+        for leftover in (obj, tmp):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
 
 
 @lru_cache(maxsize=1)
 def load_kernel() -> ctypes.CDLL | None:
-    """The compiled kernel, building it on first use; None (with a warning) when it cannot be built."""
+    """The compiled kernel, building it on first use; None when it cannot be built (with a warning the
+    first time: a marker file keeps later processes from trying again)."""
     from nanoinfer.convert import cache_dir
 
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
+    compiler = shlex.split(os.environ.get("CC", "")) or [shutil.which("cc") or shutil.which("gcc") or ""]
+    if not compiler[0] or shutil.which(compiler[0]) is None:
         return None
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *COMPILE_FLAGS, *LINK_FLAGS]).encode()).hexdigest()[:12]
-    path = cache_dir() / "kernels" / f"attention_cpu-{key}-{_cpu_signature()}.so"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        obj, tmp = path.with_suffix(f".{os.getpid()}.o"), path.with_suffix(f".{os.getpid()}.tmp")
-        for command in ([compiler, *COMPILE_FLAGS, str(SOURCE), "-o", str(obj)],
-                        [compiler, str(obj), *LINK_FLAGS, "-o", str(tmp)]):
-            result = subprocess.run(command, capture_output=True, text=True)
-            if result.returncode != 0:
-                warnings.warn(f"could not build the CPU attention kernel ({' '.join(command)}): "
-                              f"{result.stderr.strip()[:500]}; using the torch attention backend")
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([*compiler, *COMPILE_FLAGS, *LINK_FLAGS]).encode())
+    path = cache_dir() / "kernels" / f"attention_cpu-{key.hexdigest()[:12]}-{_cpu_signature()}.so"
+    failed = path.with_suffix(".failed")
+    try:
+        with _build_lock:
+            if failed.exists():
                 return None
-        obj.unlink()
-        os.replace(tmp, path)  # atomic: a parallel process sees the old state or the whole file
-    # torch has loaded its own libgomp.so.1; the kernel's OpenMP calls resolve to it: one thread pool
-    lib = ctypes.CDLL(str(path))
+            if not path.exists():
+                error = _build(compiler, path)
+                if error is not None:
+                    failed.write_text(error)
+                    warnings.warn(f"could not build the CPU attention kernel ({error}); using the torch attention "
+                                  f"backend (delete {failed} to try again)")
+                    return None
+        # torch has loaded its own libgomp.so.1; the kernel's OpenMP calls resolve to it: one thread pool
+        lib = ctypes.CDLL(str(path))
+    except (OSError, subprocess.SubprocessError) as error:
+        warnings.warn(f"could not build or load the CPU attention kernel: {error}; using the torch attention backend")
+        return None
     lib.paged_decode_attention.restype = None
     lib.paged_decode_attention.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 6 + [ctypes.c_float]
     return lib
@@ -85,9 +117,14 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         if t.device.type != "cpu" or t.dtype != dtype:
             raise TypeError(f"{name} must be a {dtype} CPU tensor, got {t.dtype} on {t.device}")
     num_blocks, block_size, kv_heads, head_dim = k_cache.shape
-    seqs, heads, _ = q.shape
-    if heads % kv_heads:
-        raise ValueError(f"{heads} query heads are not a multiple of {kv_heads} KV heads")
+    seqs, heads, q_dim = q.shape
+    if heads % kv_heads or q_dim != head_dim or v_cache.shape != k_cache.shape:
+        raise ValueError(f"q {tuple(q.shape)} does not fit caches {tuple(k_cache.shape)} / {tuple(v_cache.shape)}")
+    if block_tables.dim() != 2 or block_tables.shape[0] != seqs or seq_lens.shape != (seqs,):
+        raise ValueError(f"block_tables {tuple(block_tables.shape)} and seq_lens {tuple(seq_lens.shape)} must have "
+                         f"one row per query ({seqs})")
+    if seqs and not (1 <= int(seq_lens.min()) and int(seq_lens.max()) <= block_tables.shape[1] * block_size):
+        raise ValueError(f"seq_lens must be in [1, {block_tables.shape[1] * block_size}] (the block tables' width)")
     if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
         raise ValueError("the KV cache views must be contiguous")
     q, block_tables, seq_lens = q.contiguous(), block_tables.contiguous(), seq_lens.contiguous()

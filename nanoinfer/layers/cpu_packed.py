@@ -9,7 +9,9 @@ Measured on this project's 2-core Xeon, SmolLM2-135M's 30 layers (weights read f
 8 rows 35 -> 27 ms, 12 rows 45 -> 31 ms, 32 rows 49 -> 43 ms; its LM head at 12 rows 16 -> 7 ms.
 At 1-3 rows the plain call is faster (it runs a matrix-vector kernel), and from ~512 rows (prefill)
 the copy is amortised over the product and both are equal, so those calls use the original weight,
-which is kept: the packed copy is an addition, not a replacement.
+which is kept: the packed copy is an addition, not a replacement. So the weights take twice their memory
+(`pack_cpu_weights=False` for a model that only just fits), and a weight changed in place after loading
+needs ``pack_model_weights`` again.
 """
 
 from __future__ import annotations
