@@ -92,7 +92,8 @@ void paged_decode_attention(
     const long token_stride = (long)num_kv_heads * head_dim;
     const long block_stride = token_stride * block_size;
 
-    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    /* A chunk is one sequence's KV heads: its blocks come from memory once, into one core's cache. */
+    #pragma omp parallel for collapse(2) schedule(dynamic, num_kv_heads)
     for (int s = 0; s < num_seqs; s++) {
         for (int kvh = 0; kvh < num_kv_heads; kvh++) {
             float *scores = seq_lens[s] > 0 ? malloc(sizeof(float) * group * seq_lens[s]) : NULL;
