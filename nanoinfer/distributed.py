@@ -6,6 +6,7 @@ layers then cost nothing extra.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -83,8 +84,6 @@ def enable_peer_all_reduce(device: torch.device, dtype: torch.dtype) -> str:
     stage (allocate, exchange handles, a probe sum), so that no rank waits in a stage another one left.
     Returns the choice."""
     global _peer_all_reduce
-    import os
-
     _peer_all_reduce = None
     choice = os.environ.get("NANOINFER_ALL_REDUCE", "peer")  # peer or nccl
     version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])

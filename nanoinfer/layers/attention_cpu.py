@@ -104,13 +104,9 @@ def kernel_available() -> bool:
     return load_kernel() is not None
 
 
-def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                           block_tables: torch.Tensor, seq_lens: torch.Tensor, scale: float) -> torch.Tensor:
-    """q: [seqs, heads, head_dim] float32; caches [num_blocks, block_size, kv_heads, head_dim];
-    block_tables [seqs, max_blocks] int32; seq_lens [seqs] int32. Returns [seqs, heads, head_dim]."""
-    lib = load_kernel()
-    if lib is None:
-        raise RuntimeError("the CPU attention kernel is not available (no C compiler?)")
+def check_decode_inputs(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                        block_tables: torch.Tensor, seq_lens: torch.Tensor) -> None:
+    """Refuse what the kernel would read out of bounds with: dtypes, devices, shapes, context lengths."""
     for name, t, dtype in (("q", q, torch.float32), ("k_cache", k_cache, torch.float32),
                            ("v_cache", v_cache, torch.float32), ("block_tables", block_tables, torch.int32),
                            ("seq_lens", seq_lens, torch.int32)):
@@ -127,6 +123,21 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         raise ValueError(f"seq_lens must be in [1, {block_tables.shape[1] * block_size}] (the block tables' width)")
     if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
         raise ValueError("the KV cache views must be contiguous")
+
+
+def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                           block_tables: torch.Tensor, seq_lens: torch.Tensor, scale: float,
+                           check: bool = True) -> torch.Tensor:
+    """q: [seqs, heads, head_dim] float32; caches [num_blocks, block_size, kv_heads, head_dim];
+    block_tables [seqs, max_blocks] int32; seq_lens [seqs] int32. Returns [seqs, heads, head_dim].
+    ``check=False`` skips ``check_decode_inputs`` for a caller that has already run it on the same step."""
+    lib = load_kernel()
+    if lib is None:
+        raise RuntimeError("the CPU attention kernel is not available (no C compiler?)")
+    if check:
+        check_decode_inputs(q, k_cache, v_cache, block_tables, seq_lens)
+    num_blocks, block_size, kv_heads, head_dim = k_cache.shape
+    seqs, heads, _ = q.shape
     q, block_tables, seq_lens = q.contiguous(), block_tables.contiguous(), seq_lens.contiguous()
     out = torch.empty_like(q)
     lib.paged_decode_attention(q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), block_tables.data_ptr(),
@@ -143,4 +154,7 @@ class CpuAttentionBackend(TorchAttentionBackend):
     def _decode(self, q, k_cache, v_cache, meta: AttentionMetadata, scale: float) -> torch.Tensor:
         if q.dtype != torch.float32:  # the kernel is float32 only
             return super()._decode(q, k_cache, v_cache, meta, scale)
-        return paged_decode_attention(q, k_cache, v_cache, meta.block_tables, meta.seq_lens, scale)
+        # Every layer of a step sees the same tables and lengths (and caches of one shape): check once.
+        first_layer = "cpu_kernel_checked" not in meta.scratch
+        meta.scratch["cpu_kernel_checked"] = True
+        return paged_decode_attention(q, k_cache, v_cache, meta.block_tables, meta.seq_lens, scale, check=first_layer)

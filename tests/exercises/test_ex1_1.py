@@ -25,8 +25,10 @@ event_specs = st.lists(
 )
 
 
-def emit_all(bus: EventBus, specs) -> list[EngineEvent]:
-    """Emit the events through a real EventBus; return what a plain listener saw."""
+def emit_all(recorder, specs) -> list[EngineEvent]:
+    """Emit the events through a real EventBus that ``recorder`` listens to; return what a plain listener saw."""
+    bus = EventBus()
+    bus.subscribe(recorder)
     seen: list[EngineEvent] = []
     unsubscribe = bus.subscribe(seen.append)
     for kind, component, seq_id, seq_ids, step in specs:
@@ -48,9 +50,7 @@ def describe(e: EngineEvent) -> str:
 def test_records_every_event_in_order(impl, specs):
     """recorder(event) keeps each event, in arrival order, with all its fields"""
     recorder = impl.TraceRecorder()
-    bus = EventBus()
-    bus.subscribe(recorder)
-    emitted = emit_all(bus, specs)
+    emitted = emit_all(recorder, specs)
     assert hasattr(recorder, "events"), "TraceRecorder must keep its events in a list attribute `events`"
     got = list(recorder.events)
     assert len(got) == len(emitted), f"{len(emitted)} events were emitted but recorder.events holds {len(got)}"
@@ -66,9 +66,7 @@ def test_records_every_event_in_order(impl, specs):
 def test_kinds_filter(impl, specs, kinds):
     """TraceRecorder(kinds=...) keeps only those kinds; kinds=None keeps all"""
     recorder = impl.TraceRecorder(kinds=kinds)
-    bus = EventBus()
-    bus.subscribe(recorder)
-    emitted = emit_all(bus, specs)
+    emitted = emit_all(recorder, specs)
     want = [e.kind for e in emitted if e.kind in kinds]
     got = [e.kind for e in recorder.events]
     assert got == want, f"TraceRecorder(kinds={sorted(kinds)}) kept kinds {got}, expected {want}"
@@ -95,9 +93,7 @@ def test_drops_tensors_and_leaves_the_event_alone(impl):
 def test_frame(impl, specs):
     """frame(): one row per event, columns kind, component, time (s since the first event), step, seq_id"""
     recorder = impl.TraceRecorder()
-    bus = EventBus()
-    bus.subscribe(recorder)
-    emitted = emit_all(bus, specs)
+    emitted = emit_all(recorder, specs)
     frame = recorder.frame()
     assert isinstance(frame, pd.DataFrame), f"frame() returned {type(frame).__name__}, expected a DataFrame"
     assert list(frame.columns) == COLUMNS, f"frame() has columns {list(frame.columns)}, expected {COLUMNS}"
@@ -130,9 +126,7 @@ def test_empty_frame(impl):
 def test_for_request(impl, specs, seq_id):
     """for_request(seq_id): the events involving that request (its own and steps whose seq_ids list it)"""
     recorder = impl.TraceRecorder()
-    bus = EventBus()
-    bus.subscribe(recorder)
-    emitted = emit_all(bus, specs)
+    emitted = emit_all(recorder, specs)
     def key(e):
         return (e.kind, e.component, e.time, e.step, e.seq_id)
 
