@@ -115,3 +115,9 @@ def implementation(ex_id: str, name: str | None = None) -> Any:
     package = "exercises" if ex_id in selected() else "solutions"
     module = importlib.import_module(f"{package}.{exercise.module}")
     return getattr(module, name)
+
+
+def solution(ex_id: str, name: str | None = None) -> Any:
+    """The reference implementation of exercise ``ex_id``, whatever the learner has selected."""
+    exercise = EXERCISES[ex_id]
+    return getattr(importlib.import_module(f"solutions.{exercise.module}"), name or exercise.names[0])

@@ -25,6 +25,7 @@ from nanoinfer.sampling_params import SamplingParams
 from nanoinfer.layers.attention import Attention, AttentionMetadata, make_attention_backend
 from nanoinfer.layers.cpu_packed import pack_model_weights
 from nanoinfer.layers.sampler import Sampler
+from nanoinfer.layers.small_ops_cpu import use_cpu_small_ops
 from nanoinfer.models import model_class
 from nanoinfer.models.llama import head_dim_of
 from nanoinfer.models.loader import init_random_weights, load_weights
@@ -113,6 +114,8 @@ class ModelRunner:
         self.compile = config.compile if config.compile is not None else device.type == "cuda"
         if self.compile:
             self._compile_small_ops()
+        elif device.type == "cpu" and config.cpu_small_ops:
+            use_cpu_small_ops(self.model)  # the same fusion, as C loops (torch.compile does not pay on a CPU)
         self.kv_cache: torch.Tensor | None = None
         self.num_blocks = 0
         self.activation_peak_bytes = 0  # measured on a GPU before the KV cache is sized

@@ -2,23 +2,14 @@
 
 Decode attention is the one place where the torch path wastes most on a CPU: it copies every sequence's
 blocks into a padded tensor before SDPA reads them. The C kernel reads the blocks in place. It is
-compiled with the system C compiler (``cc``, OpenMP) the first time it is needed and cached under
-``$NANOINFER_CACHE/kernels``; without a compiler, ``auto`` falls back to the torch backend.
+compiled with the system C compiler the first time it is needed (cpu_build.py); without a compiler,
+``auto`` falls back to the torch backend.
 Prefill and chunked prefill keep the torch paths (their cost is in the matrix products, not here).
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shlex
-import shutil
-import subprocess
-import tempfile
-import threading
-import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,77 +17,18 @@ import torch
 
 from nanoinfer.layers.attention import AttentionMetadata
 from nanoinfer.layers.attention_torch import TorchAttentionBackend
+from nanoinfer.layers.cpu_build import build_and_load
 
 SOURCE = Path(__file__).with_name("attention_cpu.c")
-# -ffast-math at compile time only (vectorised expf): linked in, it would switch the whole process's
-# floating point to flush-to-zero, under torch and everything else.
-COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-c"]
-if platform.machine() in ("x86_64", "AMD64"):
-    COMPILE_FLAGS.insert(2, "-mprefer-vector-width=512")  # AVX-512 where the CPU has it
-LINK_FLAGS = ["-shared", "-fopenmp", "-lm"]
-_build_lock = threading.Lock()
-
-
-def _cpu_signature() -> str:
-    """-march=native binaries are only valid on CPUs with the same instruction sets."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        flags = platform.processor()
-    return hashlib.sha256(f"{platform.machine()} {flags}".encode()).hexdigest()[:8]
-
-
-def _build(compiler: list[str], path: Path) -> str | None:
-    """Compile and link into ``path``; the compiler's complaint on failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".so.tmp")
-    os.close(fd)
-    obj = tmp.removesuffix(".so.tmp") + ".o"
-    try:
-        for command in ([*compiler, *COMPILE_FLAGS, str(SOURCE), "-o", obj],
-                        [*compiler, obj, *LINK_FLAGS, "-o", tmp]):
-            result = subprocess.run(command, capture_output=True, text=True)
-            if result.returncode != 0:
-                return f"{' '.join(command)}: {result.stderr.strip()[:500]}"
-        os.replace(tmp, path)  # atomic: another process sees no file or the whole file
-        return None
-    finally:
-        for leftover in (obj, tmp):
-            if os.path.exists(leftover):
-                os.unlink(leftover)
 
 
 @lru_cache(maxsize=1)
 def load_kernel() -> ctypes.CDLL | None:
-    """The compiled kernel, building it on first use; None when it cannot be built (with a warning the
-    first time: a marker file keeps later processes from trying again)."""
-    from nanoinfer.convert import cache_dir
-
-    compiler = shlex.split(os.environ.get("CC", "")) or [shutil.which("cc") or shutil.which("gcc") or ""]
-    if not compiler[0] or shutil.which(compiler[0]) is None:
-        return None
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([*compiler, *COMPILE_FLAGS, *LINK_FLAGS]).encode())
-    path = cache_dir() / "kernels" / f"attention_cpu-{key.hexdigest()[:12]}-{_cpu_signature()}.so"
-    failed = path.with_suffix(".failed")
-    try:
-        with _build_lock:
-            if failed.exists():
-                return None
-            if not path.exists():
-                error = _build(compiler, path)
-                if error is not None:
-                    failed.write_text(error)
-                    warnings.warn(f"could not build the CPU attention kernel ({error}); using the torch attention "
-                                  f"backend (delete {failed} to try again)")
-                    return None
-        # torch has loaded its own libgomp.so.1; the kernel's OpenMP calls resolve to it: one thread pool
-        lib = ctypes.CDLL(str(path))
-    except (OSError, subprocess.SubprocessError) as error:
-        warnings.warn(f"could not build or load the CPU attention kernel: {error}; using the torch attention backend")
-        return None
-    lib.paged_decode_attention.restype = None
-    lib.paged_decode_attention.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 6 + [ctypes.c_float]
+    """The compiled kernel, built on first use; None when it cannot be built (see cpu_build.py)."""
+    lib = build_and_load(SOURCE, "the CPU attention kernel")
+    if lib is not None:
+        lib.paged_decode_attention.restype = None
+        lib.paged_decode_attention.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 6 + [ctypes.c_float]
     return lib
 
 

@@ -1,0 +1,106 @@
+"""The C versions of RMSNorm, rotary and SiLU-and-multiply (layers/small_ops_cpu.c) against float64
+references on fresh random inputs, their fallbacks to torch, and how the engine picks them."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nanoinfer.layers import small_ops_cpu
+
+pytestmark = pytest.mark.skipif(small_ops_cpu.load_small_ops() is None, reason="no C compiler")
+
+ROWS = [1, 7, 32, 300]  # 300 rows cross the size where the loops go multi-threaded
+
+
+def float64_rms_norm(x, weight, eps):
+    x = x.double()
+    return weight.double() * x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
+@pytest.mark.parametrize("rows", ROWS)
+@pytest.mark.parametrize("hidden", [64, 576, 100])
+def test_rms_norm_with_and_without_residual(rows, hidden):
+    g = torch.Generator().manual_seed(rows * hidden)
+    x, residual = torch.randn(rows, hidden, generator=g), torch.randn(rows, hidden, generator=g)
+    weight = torch.randn(hidden, generator=g)
+    torch.testing.assert_close(small_ops_cpu.rms_norm(x, weight, 1e-5).double(), float64_rms_norm(x, weight, 1e-5),
+                               rtol=1e-5, atol=1e-5)
+    out, total = small_ops_cpu.rms_norm(x, weight, 1e-5, residual)
+    assert torch.equal(total, x + residual)  # one float32 add: exact
+    torch.testing.assert_close(out.double(), float64_rms_norm(x + residual, weight, 1e-5), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", ROWS)
+@pytest.mark.parametrize("heads,head_dim", [(9, 64), (4, 128), (3, 32)])
+def test_rotary_on_a_strided_view_of_qkv(rows, heads, head_dim):
+    g = torch.Generator().manual_seed(rows + heads)
+    qkv = torch.randn(rows, (heads + 2) * head_dim, generator=g)
+    q = qkv[:, : heads * head_dim].view(rows, heads, head_dim)  # rows are (heads + 2) * head_dim apart
+    angles = torch.rand(rows, head_dim // 2, generator=g) * 100
+    cos, sin = torch.cat((angles.cos(), angles.sin()), dim=-1).chunk(2, dim=-1)  # strided, as the engine's
+    out = small_ops_cpu.apply_rotary(q, cos, sin)
+    a, b = q.double().chunk(2, dim=-1)
+    c, s = cos.double().unsqueeze(1), sin.double().unsqueeze(1)
+    torch.testing.assert_close(out.double(), torch.cat((a * c - b * s, b * c + a * s), dim=-1), rtol=1e-5, atol=1e-5)
+    assert out.is_contiguous()
+
+
+@pytest.mark.parametrize("rows", ROWS)
+def test_silu_and_mul(rows):
+    g = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, 2 * 1536, generator=g) * 6  # gates far into both tails of the sigmoid
+    gate, up = x.double().chunk(2, dim=-1)
+    torch.testing.assert_close(small_ops_cpu.silu_and_mul(x).double(), F.silu(gate) * up, rtol=1e-5, atol=1e-5)
+
+
+def test_what_the_loops_do_not_cover_goes_to_torch():
+    from solutions.phase5_models import apply_rotary, rms_norm
+
+    x, w = torch.randn(4, 64, dtype=torch.bfloat16), torch.randn(64, dtype=torch.bfloat16)
+    assert torch.equal(small_ops_cpu.rms_norm(x, w, 1e-5), rms_norm(x, w, 1e-5))
+    wide = torch.randn(4, 128)[:, ::2]  # not contiguous
+    assert torch.equal(small_ops_cpu.rms_norm(wide, torch.ones(64), 1e-5), rms_norm(wide, torch.ones(64), 1e-5))
+    q = torch.randn(3, 2, 2, 64).transpose(1, 2)[:, 0]  # heads not adjacent within a token
+    cos, sin = torch.randn(3, 32), torch.randn(3, 32)
+    assert torch.equal(small_ops_cpu.apply_rotary(q, cos, sin), apply_rotary(q, cos, sin))
+    odd = torch.randn(2, 7)
+    with pytest.raises(RuntimeError):  # the torch version's own complaint about an odd width
+        small_ops_cpu.silu_and_mul(odd)
+
+
+def test_the_engine_uses_c_only_where_the_reference_runs(tiny_llama):
+    from nanoinfer import LLM, use_exercises
+    from nanoinfer.layers.layernorm import RMSNorm
+    from nanoinfer.layers.rotary_embedding import RotaryEmbedding
+
+    def ops(llm, cls):
+        return {m.op for m in llm.model_runner.model.modules() if isinstance(m, cls)}
+
+    with LLM(tiny_llama, num_kvcache_blocks=32) as llm:
+        assert ops(llm, RMSNorm) == {small_ops_cpu.rms_norm}
+        assert ops(llm, RotaryEmbedding) == {small_ops_cpu.apply_rotary}
+    with LLM(tiny_llama, num_kvcache_blocks=32, cpu_small_ops=False) as llm:
+        assert ops(llm, RMSNorm) != {small_ops_cpu.rms_norm}
+    with use_exercises("5.1"):
+        with LLM(tiny_llama, num_kvcache_blocks=32) as llm:
+            import exercises.phase5_models as learner
+
+            assert ops(llm, RMSNorm) == {learner.rms_norm}  # the learner's code is what runs
+            assert ops(llm, RotaryEmbedding) == {small_ops_cpu.apply_rotary}
+
+
+def test_without_a_compiler_the_model_keeps_torch_ops(monkeypatch, tiny_llama):
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    small_ops_cpu.load_small_ops.cache_clear()
+    try:
+        from nanoinfer.models.llama import LlamaForCausalLM
+        from transformers import AutoConfig
+
+        model = LlamaForCausalLM(AutoConfig.from_pretrained(tiny_llama))
+        assert small_ops_cpu.use_cpu_small_ops(model) == 0
+        x = torch.randn(2, 64)
+        from solutions.phase5_models import rms_norm
+
+        assert torch.equal(small_ops_cpu.rms_norm(x, torch.ones(64), 1e-5), rms_norm(x, torch.ones(64), 1e-5))
+    finally:
+        small_ops_cpu.load_small_ops.cache_clear()
