@@ -80,3 +80,34 @@ def test_loading_the_kernel_keeps_subnormal_floats():
     load_kernel()
     assert np.float32(1e-39) / np.float32(2) != 0
     assert (torch.tensor(1e-39) / 2).item() != 0
+
+
+@pytest.mark.parametrize("tokens", [1, 5, 300])  # 300: the multi-threaded copy
+def test_store_kv_writes_the_same_slots_as_index_copy(tokens):
+    from nanoinfer.layers.attention_cpu import store_kv_cache
+
+    g = torch.Generator().manual_seed(tokens)
+    kv_heads, head_dim, num_slots = 3, 64, 64 * 16
+    qkv = torch.randn(tokens, (9 + 2 * kv_heads) * head_dim, generator=g)
+    k = qkv[:, 9 * head_dim : (9 + kv_heads) * head_dim].view(tokens, kv_heads, head_dim)  # strided views
+    v = qkv[:, (9 + kv_heads) * head_dim :].view(tokens, kv_heads, head_dim)
+    slots = torch.randperm(num_slots, generator=g)[:tokens]
+    caches = [torch.full((64, 16, kv_heads, head_dim), float("nan")) for _ in range(4)]
+    assert store_kv_cache(k, v, caches[0], caches[1], slots)
+    caches[2].view(num_slots, kv_heads, head_dim).index_copy_(0, slots, k)
+    caches[3].view(num_slots, kv_heads, head_dim).index_copy_(0, slots, v)
+    assert torch.equal(caches[0].nan_to_num(7.0), caches[2].nan_to_num(7.0))  # untouched slots stay NaN
+    assert torch.equal(caches[1].nan_to_num(7.0), caches[3].nan_to_num(7.0))
+
+
+def test_store_kv_refuses_a_slot_outside_the_cache_and_writes_nothing():
+    from nanoinfer.layers.attention_cpu import store_kv_cache
+
+    k = v = torch.randn(3, 2, 32)
+    k_cache, v_cache = torch.zeros(4, 16, 2, 32), torch.zeros(4, 16, 2, 32)
+    for bad in (64, -1):
+        with pytest.raises(IndexError, match=f"slot {bad} of token 2"):
+            store_kv_cache(k, v, k_cache, v_cache, torch.tensor([0, 5, bad]))
+    assert not k_cache.any() and not v_cache.any()
+    bf16 = torch.zeros(4, 16, 2, 32, dtype=torch.bfloat16)  # not a layout the C loop takes: the caller uses torch
+    assert not store_kv_cache(k.bfloat16(), v.bfloat16(), bf16, bf16, torch.tensor([0, 1, 2]))

@@ -9,6 +9,7 @@
      1. scores = q . k * scale, and each head's maximum
      2. p = exp(score - max), and each head's sum
      3. out = sum over tokens of (p / sum) * v
+   Also here: store_kv, this step's keys and values copied into their slots in one call.
    Built at first use by attention_cpu.py with the system C compiler; tested against the torch path. */
 
 #include <float.h>
@@ -16,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Ask for one KV head's rows of two blocks ahead of use: the next block's keys (into L1) and this
    block's values (into L2, for pass 3). Blocks lie anywhere in the cache, so the hardware prefetcher
@@ -128,4 +130,21 @@ void paged_decode_attention(
             free(scores);
         }
     }
+}
+
+/* Write this step's keys and values into their cache slots (a slot is a block's row: block * block_size
+   + offset). k, v: [tokens, kv_heads * head_dim], token rows k_stride / v_stride floats apart (views into
+   the qkv output). Checks every slot before writing any; returns the first token whose slot is outside
+   [0, num_slots), or -1 when all were written. */
+long store_kv(const float *k, long k_stride, const float *v, long v_stride, float *k_cache, float *v_cache,
+              const int64_t *slots, long tokens, long row, long num_slots)
+{
+    for (long t = 0; t < tokens; t++)
+        if (slots[t] < 0 || slots[t] >= num_slots) return t;
+    #pragma omp parallel for if (tokens >= 256)
+    for (long t = 0; t < tokens; t++) {
+        memcpy(k_cache + slots[t] * row, k + t * k_stride, sizeof(float) * row);
+        memcpy(v_cache + slots[t] * row, v + t * v_stride, sizeof(float) * row);
+    }
+    return -1;
 }

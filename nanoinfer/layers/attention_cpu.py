@@ -1,4 +1,5 @@
-"""The ``cpu`` attention backend: the torch backend with decode attention in C (attention_cpu.c).
+"""The ``cpu`` attention backend: the torch backend with decode attention and the KV-cache write in C
+(attention_cpu.c).
 
 Decode attention is the one place where the torch path wastes most on a CPU: it copies every sequence's
 blocks into a padded tensor before SDPA reads them. The C kernel reads the blocks in place. It is
@@ -29,6 +30,8 @@ def load_kernel() -> ctypes.CDLL | None:
     if lib is not None:
         lib.paged_decode_attention.restype = None
         lib.paged_decode_attention.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 6 + [ctypes.c_float]
+        lib.store_kv.restype = ctypes.c_long
+        lib.store_kv.argtypes = [ctypes.c_void_p, ctypes.c_long] * 2 + [ctypes.c_void_p] * 3 + [ctypes.c_long] * 3
     return lib
 
 
@@ -78,10 +81,38 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     return out
 
 
+def _rows_of(t: torch.Tensor, row: int) -> bool:
+    """True when each token's heads lie side by side (``row`` floats), whatever the token stride."""
+    return t.dim() == 3 and t.shape[1] * t.shape[2] == row and t.stride(2) == 1 and t.stride(1) == t.shape[2]
+
+
+def store_kv_cache(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                   slots: torch.Tensor) -> bool:
+    """Copy k and v ([tokens, kv_heads, head_dim] float32) into the caches' slots in one C call.
+    False (nothing written) when the layout is not one the C loop takes; raises on a slot out of range."""
+    lib = load_kernel()
+    row = k_cache.shape[-2] * k_cache.shape[-1]
+    if (lib is None or not all(t.dtype == torch.float32 for t in (k, v, k_cache, v_cache))
+            or slots.dtype != torch.int64 or not slots.is_contiguous() or k.shape != v.shape
+            or slots.shape != k.shape[:1] or not (_rows_of(k, row) and _rows_of(v, row))
+            or not (k_cache.is_contiguous() and v_cache.is_contiguous()) or v_cache.shape != k_cache.shape):
+        return False
+    bad = lib.store_kv(k.data_ptr(), k.stride(0), v.data_ptr(), v.stride(0), k_cache.data_ptr(), v_cache.data_ptr(),
+                       slots.data_ptr(), k.shape[0], row, k_cache.numel() // row)
+    if bad >= 0:
+        raise IndexError(f"slot {int(slots[bad])} of token {bad} is outside the KV cache "
+                         f"(0 to {k_cache.numel() // row - 1})")
+    return True
+
+
 class CpuAttentionBackend(TorchAttentionBackend):
     def __init__(self) -> None:
         super().__init__()
         self.name = "cpu"
+
+    def store_kv(self, k, v, k_cache, v_cache, meta: AttentionMetadata) -> None:
+        if not store_kv_cache(k, v, k_cache, v_cache, meta.slot_mapping):
+            super().store_kv(k, v, k_cache, v_cache, meta)
 
     def _decode(self, q, k_cache, v_cache, meta: AttentionMetadata, scale: float) -> torch.Tensor:
         if q.dtype != torch.float32:  # the kernel is float32 only
