@@ -111,3 +111,5 @@ def test_store_kv_refuses_a_slot_outside_the_cache_and_writes_nothing():
     assert not k_cache.any() and not v_cache.any()
     bf16 = torch.zeros(4, 16, 2, 32, dtype=torch.bfloat16)  # not a layout the C loop takes: the caller uses torch
     assert not store_kv_cache(k.bfloat16(), v.bfloat16(), bf16, bf16, torch.tensor([0, 1, 2]))
+    elsewhere = torch.empty(4, 16, 2, 32, device="meta")  # (a GPU tensor's pointer would crash the C loop)
+    assert not store_kv_cache(k, v, elsewhere, elsewhere, torch.tensor([0, 1, 2]))

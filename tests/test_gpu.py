@@ -162,6 +162,9 @@ if __name__ == "__main__":
         llm.generate([[1, 2, 3]] * 4, SamplingParams(max_tokens=200, ignore_eos=True), use_tqdm=False)
     except WorkerDied as error:
         print(f"raised after {time.time() - killed['at']:.1f} s: {error}", flush=True)
+    if len(sys.argv) > 3:  # stay alive a while after the error, as a notebook kernel would
+        time.sleep(float(sys.argv[3]))
+        print(f"alive {sys.argv[3]} s after the error", flush=True)
 """
 
 
@@ -182,3 +185,17 @@ def test_dead_rank_on_gpus_raises_and_the_process_exits(tiny_qwen3, tmp_path):
     found = re.search(r"raised after ([\d.]+) s: .*rank 1 \(pid \d+\) died", done.stdout)
     assert found, done.stdout + done.stderr[-2000:]
     assert float(found.group(1)) < 30
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_caller_outlives_a_dead_rank_on_gpus(tiny_qwen3, tmp_path):
+    """After WorkerDied, the caller's process keeps running (NCCL's watchdog must not end it when the
+    collectives it had queued time out: TORCH_NCCL_ASYNC_ERROR_HANDLING=2), here for 150 s."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "kill_a_rank.py"
+    script.write_text(_KILL_A_RANK)
+    done = subprocess.run([sys.executable, str(script), str(tiny_qwen3), str(Path(__file__).parent), "150"],
+                          capture_output=True, text=True, timeout=330)
+    assert "rank 1" in done.stdout and "alive 150 s after the error" in done.stdout, done.stdout + done.stderr[-2000:]

@@ -31,6 +31,28 @@ def test_rms_norm_with_and_without_residual(rows, hidden):
 
 
 @pytest.mark.parametrize("rows", ROWS)
+def test_rms_norm_per_head_on_a_strided_view_of_qkv(rows):
+    """Qwen3 normalises each head of q and k, which are views into the fused qkv output."""
+    g = torch.Generator().manual_seed(rows)
+    qkv = torch.randn(rows, 24 * 128, generator=g)
+    q = qkv[:, 4 * 128 : 20 * 128].view(rows, 16, 128)  # rows 24 * 128 floats apart, starting at an offset
+    weight = torch.randn(128, generator=g)
+    out = small_ops_cpu.rms_norm(q, weight, 1e-6)
+    assert out.shape == q.shape and out.is_contiguous()
+    torch.testing.assert_close(out.double(), float64_rms_norm(q, weight, 1e-6), rtol=1e-5, atol=1e-5)
+
+
+def test_rms_norm_of_extreme_rows_matches_float64():
+    """Squares that overflow or underflow float32: the C loop sums them in double (torch's float32 path
+    gives 0 or inf here)."""
+    x = torch.tensor([[1e20] * 8, [1e-30] * 8, [2e19, -3e19, 1.0, 0.0] * 2, [0.0] * 8])
+    weight = torch.randn(8)
+    for eps in (1e-6, 0.0):
+        expected = float64_rms_norm(x, weight, eps)
+        torch.testing.assert_close(small_ops_cpu.rms_norm(x, weight, eps).double(), expected, equal_nan=True)
+
+
+@pytest.mark.parametrize("rows", ROWS)
 @pytest.mark.parametrize("heads,head_dim", [(9, 64), (4, 128), (3, 32)])
 def test_rotary_on_a_strided_view_of_qkv(rows, heads, head_dim):
     g = torch.Generator().manual_seed(rows + heads)
@@ -48,9 +70,13 @@ def test_rotary_on_a_strided_view_of_qkv(rows, heads, head_dim):
 @pytest.mark.parametrize("rows", ROWS)
 def test_silu_and_mul(rows):
     g = torch.Generator().manual_seed(rows)
-    x = torch.randn(rows, 2 * 1536, generator=g) * 6  # gates far into both tails of the sigmoid
+    x = torch.randn(rows, 2 * 1536, generator=g) * 6
+    x[:, :24] = torch.tensor([-1e4, -100, -90, -88.8, -88.7, -50, -20, -1e-3, 0, 1e-3, 20, 50, 88.7, 88.8, 90, 100,
+                              1e4, -1e6, 1e6, -87, 87, -3e4, 3e4, -0.0])  # where exp over- or underflows
     gate, up = x.double().chunk(2, dim=-1)
-    torch.testing.assert_close(small_ops_cpu.silu_and_mul(x).double(), F.silu(gate) * up, rtol=1e-5, atol=1e-5)
+    out = small_ops_cpu.silu_and_mul(x)
+    assert not out.isnan().any()
+    torch.testing.assert_close(out.double(), F.silu(gate) * up, rtol=1e-5, atol=1e-5)
 
 
 def test_what_the_loops_do_not_cover_goes_to_torch():
@@ -70,6 +96,9 @@ def test_what_the_loops_do_not_cover_goes_to_torch():
 
 def test_the_engine_uses_c_only_where_the_reference_runs(tiny_llama):
     from nanoinfer import LLM, use_exercises
+    from nanoinfer.extensions import solution
+    from nanoinfer.layers.activation import SiluAndMul
+    from nanoinfer.layers.activation import silu_and_mul as torch_silu_and_mul
     from nanoinfer.layers.layernorm import RMSNorm
     from nanoinfer.layers.rotary_embedding import RotaryEmbedding
 
@@ -79,8 +108,11 @@ def test_the_engine_uses_c_only_where_the_reference_runs(tiny_llama):
     with LLM(tiny_llama, num_kvcache_blocks=32) as llm:
         assert ops(llm, RMSNorm) == {small_ops_cpu.rms_norm}
         assert ops(llm, RotaryEmbedding) == {small_ops_cpu.apply_rotary}
+        assert ops(llm, SiluAndMul) == {small_ops_cpu.silu_and_mul}
     with LLM(tiny_llama, num_kvcache_blocks=32, cpu_small_ops=False) as llm:
-        assert ops(llm, RMSNorm) != {small_ops_cpu.rms_norm}
+        assert ops(llm, RMSNorm) == {solution("5.1")}
+        assert ops(llm, RotaryEmbedding) == {solution("5.2")}
+        assert ops(llm, SiluAndMul) == {torch_silu_and_mul}
     with use_exercises("5.1"):
         with LLM(tiny_llama, num_kvcache_blocks=32) as llm:
             import exercises.phase5_models as learner
@@ -104,3 +136,12 @@ def test_without_a_compiler_the_model_keeps_torch_ops(monkeypatch, tiny_llama):
         assert torch.equal(small_ops_cpu.rms_norm(x, torch.ones(64), 1e-5), rms_norm(x, torch.ones(64), 1e-5))
     finally:
         small_ops_cpu.load_small_ops.cache_clear()
+
+
+def test_loading_the_library_keeps_subnormal_floats():
+    """Linked with -ffast-math, a library switches the process to flush-to-zero when it loads."""
+    import numpy as np
+
+    assert small_ops_cpu.load_small_ops() is not None
+    assert np.float32(1e-39) / np.float32(2) != 0
+    assert (torch.tensor(1e-39) / 2).item() != 0

@@ -135,7 +135,8 @@ void paged_decode_attention(
 /* Write this step's keys and values into their cache slots (a slot is a block's row: block * block_size
    + offset). k, v: [tokens, kv_heads * head_dim], token rows k_stride / v_stride floats apart (views into
    the qkv output). Checks every slot before writing any; returns the first token whose slot is outside
-   [0, num_slots), or -1 when all were written. */
+   [0, num_slots), or -1 when all were written. Slots are distinct (each token owns its row); were one
+   repeated, which of its writes lands would be unspecified. */
 long store_kv(const float *k, long k_stride, const float *v, long v_stride, float *k_cache, float *v_cache,
               const int64_t *slots, long tokens, long row, long num_slots)
 {

@@ -92,8 +92,8 @@ def store_kv_cache(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_ca
     False (nothing written) when the layout is not one the C loop takes; raises on a slot out of range."""
     lib = load_kernel()
     row = k_cache.shape[-2] * k_cache.shape[-1]
-    if (lib is None or not all(t.dtype == torch.float32 for t in (k, v, k_cache, v_cache))
-            or slots.dtype != torch.int64 or not slots.is_contiguous() or k.shape != v.shape
+    if (lib is None or not all(t.dtype == torch.float32 and t.device.type == "cpu" for t in (k, v, k_cache, v_cache))
+            or slots.dtype != torch.int64 or slots.device.type != "cpu" or not slots.is_contiguous() or k.shape != v.shape
             or slots.shape != k.shape[:1] or not (_rows_of(k, row) and _rows_of(v, row))
             or not (k_cache.is_contiguous() and v_cache.is_contiguous()) or v_cache.shape != k_cache.shape):
         return False

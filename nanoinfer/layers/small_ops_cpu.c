@@ -13,13 +13,16 @@
 /* Below this many elements a loop stays on one thread: waking the others would cost more. */
 #define PARALLEL_MIN_ELEMENTS 16384
 
-/* h = x (+ residual, written to sum_out); out = weight * h / sqrt(mean(h^2) + eps). Row-major [rows, hidden]. */
-void rms_norm(const float *x, const float *residual, const float *weight, float *out, float *sum_out,
-              long rows, int hidden, float eps)
+/* h = x (+ residual, written to sum_out); out = weight * h / sqrt(mean(h^2) + eps); out, residual and
+   sum_out are contiguous [rows, hidden]. x's rows come in groups of group_rows adjacent rows, groups
+   group_stride floats apart: Qwen3 normalises each head of q and k, views into the fused qkv output
+   (group_rows = heads); a contiguous x is one group of all rows. */
+void rms_norm(const float *x, long group_rows, long group_stride, const float *residual, const float *weight,
+              float *out, float *sum_out, long rows, int hidden, float eps)
 {
     #pragma omp parallel for if (rows * hidden >= PARALLEL_MIN_ELEMENTS)
     for (long r = 0; r < rows; r++) {
-        const float *restrict xr = x + r * hidden;
+        const float *restrict xr = x + (r / group_rows) * group_stride + (r % group_rows) * hidden;
         const float *h = xr;
         if (residual != NULL) {
             const float *restrict rr = residual + r * hidden;
@@ -28,10 +31,12 @@ void rms_norm(const float *x, const float *residual, const float *weight, float 
             for (int i = 0; i < hidden; i++) s[i] = xr[i] + rr[i];
             h = s;
         }
-        float squares = 0.0f;
+        /* in double: no overflow for any float row, and no approximate float reciprocal square root
+           (which -ffast-math allows) where the row is extreme */
+        double squares = 0.0;
         #pragma omp simd reduction(+ : squares)
-        for (int i = 0; i < hidden; i++) squares += h[i] * h[i];
-        const float inv_rms = 1.0f / sqrtf(squares / hidden + eps);
+        for (int i = 0; i < hidden; i++) squares += (double)h[i] * h[i];
+        const float inv_rms = (float)(1.0 / sqrt(squares / hidden + eps));
         float *restrict o = out + r * hidden;
         #pragma omp simd
         for (int i = 0; i < hidden; i++) o[i] = weight[i] * (h[i] * inv_rms);
@@ -73,6 +78,8 @@ void silu_and_mul(const float *x, float *out, long rows, int n)
         const float *restrict up = gate + n;
         float *restrict o = out + r * n;
         #pragma omp simd
-        for (int i = 0; i < n; i++) o[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+        /* exp's argument capped at 80: past ~88.7 expf overflows, and -ffast-math's approximate
+           reciprocal of infinity is NaN; e^80 keeps the quotient a normal float, as good as zero */
+        for (int i = 0; i < n; i++) o[i] = gate[i] / (1.0f + expf(fminf(-gate[i], 80.0f))) * up[i];
     }
 }

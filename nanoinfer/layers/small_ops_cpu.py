@@ -28,7 +28,7 @@ _P, _L, _I, _F = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
 def load_small_ops() -> ctypes.CDLL | None:
     lib = build_and_load(SOURCE, "the CPU small-op kernels")
     if lib is not None:
-        for name, argtypes in (("rms_norm", [_P] * 5 + [_L, _I, _F]),
+        for name, argtypes in (("rms_norm", [_P, _L, _L] + [_P] * 4 + [_L, _I, _F]),
                                ("rotary", [_P, _L, _P, _P, _L, _P, _L, _I, _I]),
                                ("silu_and_mul", [_P, _P, _L, _I])):
             getattr(lib, name).argtypes, getattr(lib, name).restype = argtypes, None
@@ -39,16 +39,29 @@ def _float32_cpu(*tensors: torch.Tensor) -> bool:
     return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
 
 
+def _row_groups(x: torch.Tensor) -> tuple[int, int] | None:
+    """(group_rows, group_stride) for the C loop: a contiguous x is one group of all its rows; a
+    [tokens, heads, dim] view whose heads are adjacent (Qwen3's q and k in the qkv output) is one group
+    per token. None for any other layout."""
+    if x.is_contiguous():
+        return max(x.numel() // max(x.shape[-1], 1), 1), 0
+    if x.dim() == 3 and x.stride(2) == 1 and x.stride(1) == x.shape[2]:
+        return x.shape[1], x.stride(0)
+    return None
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None):
     """Exercise 5.1's ``rms_norm`` (same arguments and results), in one pass per row."""
     lib = load_small_ops()
     inputs = (x, weight) if residual is None else (x, weight, residual)
-    if (lib is None or not _float32_cpu(*inputs) or not all(t.is_contiguous() for t in inputs)
-            or weight.shape != x.shape[-1:] or (residual is not None and residual.shape != x.shape)):
+    groups = _row_groups(x) if residual is None else (_row_groups(x) if x.is_contiguous() else None)
+    if (lib is None or groups is None or not _float32_cpu(*inputs) or not weight.is_contiguous()
+            or weight.shape != x.shape[-1:] or (residual is not None and (residual.shape != x.shape
+                                                                         or not residual.is_contiguous()))):
         return solution("5.1")(x, weight, eps, residual)
-    out = torch.empty_like(x)
-    total = torch.empty_like(x) if residual is not None else None
-    lib.rms_norm(x.data_ptr(), None if residual is None else residual.data_ptr(), weight.data_ptr(),
+    out = torch.empty(x.shape, dtype=x.dtype)
+    total = torch.empty_like(out) if residual is not None else None
+    lib.rms_norm(x.data_ptr(), *groups, None if residual is None else residual.data_ptr(), weight.data_ptr(),
                  out.data_ptr(), None if total is None else total.data_ptr(), x.numel() // max(x.shape[-1], 1),
                  x.shape[-1], eps)
     return out if residual is None else (out, total)
