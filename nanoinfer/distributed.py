@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -37,12 +38,15 @@ _tp_rank = 0
 _tp_size = 1
 comm_stats = CommStats()
 _peer_all_reduce = None  # a PeerMemoryAllReduce when the GPUs can read each other's memory
+_sum_in_place = True  # row-parallel layers multiply into the peer-memory buffers (all_reduce_output)
+_peer_tried_in_this_process = False
 
 
 class PeerMemoryAllReduce:
     """All-reduce of small tensors through memory that every GPU of the group can read (PyTorch's
-    symmetric memory over NVLink): each rank copies its part into a shared buffer, then a two-shot
-    kernel sums a slice per rank and gathers the slices, with no NCCL ring in between. A decode step's
+    symmetric memory over NVLink): each rank's part is in a shared buffer (a row-parallel layer writes
+    it there directly, see ``output_slot``; other tensors are copied in and out), then a two-shot kernel
+    sums a slice per rank and gathers the slices, with no NCCL ring in between. A decode step's
     all-reduces are a few MB at most and NCCL spends most of their time on latency, not bandwidth.
     Larger tensors (prefill) and other dtypes still go through NCCL.
 
@@ -53,19 +57,39 @@ class PeerMemoryAllReduce:
         import torch.distributed._symmetric_memory as symm_mem
 
         self.group_name = dist.group.WORLD.group_name
-        self.buffer = symm_mem.empty(max_bytes // dtype.itemsize, dtype=dtype, device=device)
+        # One buffer for tensors that are copied in and out, and two that row-parallel layers multiply
+        # straight into (``output_slot``), which saves both copies.
+        self.buffer, *self.slots = (symm_mem.empty(max_bytes // dtype.itemsize, dtype=dtype, device=device)
+                                    for _ in range(3))
         self._symm_mem = symm_mem
+        self.in_place_calls = 0  # sums of tensors already in a slot (the tests check that this path runs)
 
     def rendezvous(self) -> None:
         """Exchange the buffers' handles (every rank at once)."""
-        self._symm_mem.rendezvous(self.buffer, self.group_name)
+        for buffer in (self.buffer, *self.slots):
+            self._symm_mem.rendezvous(buffer, self.group_name)
 
     def accepts(self, x: torch.Tensor) -> bool:
         nbytes = x.numel() * x.element_size()
         return (x.is_cuda and x.dtype == self.buffer.dtype and 0 < x.numel() <= self.buffer.numel()
                 and nbytes % 16 == 0 and x.is_contiguous())
 
+    def output_slot(self, slot: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor | None:
+        """A tensor of ``shape`` at the start of shared buffer ``slot`` (0 or 1), or None if it does not fit."""
+        buffer = self.slots[slot]
+        numel = 1
+        for n in shape:
+            numel *= n
+        if dtype != buffer.dtype or not 0 < numel <= buffer.numel() or (numel * buffer.element_size()) % 16:
+            return None
+        return buffer[:numel].view(shape)
+
     def __call__(self, x: torch.Tensor) -> None:
+        for slot in self.slots:
+            if x.data_ptr() == slot.data_ptr():  # already in shared memory: sum it where it is
+                torch.ops.symm_mem.two_shot_all_reduce_(slot[: x.numel()], "sum", self.group_name)
+                self.in_place_calls += 1
+                return
         part = self.buffer[: x.numel()]
         part.copy_(x.view(-1))
         torch.ops.symm_mem.two_shot_all_reduce_(part, "sum", self.group_name)
@@ -85,17 +109,29 @@ def enable_peer_all_reduce(device: torch.device, dtype: torch.dtype) -> str:
     Returns the choice."""
     global _peer_all_reduce
     _peer_all_reduce = None
-    choice = os.environ.get("NANOINFER_ALL_REDUCE", "peer")  # peer or nccl
+    # peer, nccl, or peer-copy (peer memory, but row-parallel outputs copied in and out: for comparison)
+    choice = os.environ.get("NANOINFER_ALL_REDUCE", "peer")
     version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
     if choice == "nccl" or dtype not in (torch.bfloat16, torch.float16) or version < (2, 11):
         return "nccl"  # (older symmetric-memory APIs differ)
+    global _peer_tried_in_this_process, _sum_in_place
+    # A second engine in the same caller process (a notebook cell run twice): PyTorch's symmetric memory
+    # then waited 120 s in its rendezvous and failed (seen twice on H200 x2, torch 2.11), so rank 0 says
+    # no at once and every rank stays with NCCL.
+    again = _peer_tried_in_this_process
     candidate = None
-    try:
-        candidate = PeerMemoryAllReduce(device, dtype)
-    except Exception:
-        pass
+    if not again:
+        try:
+            candidate = PeerMemoryAllReduce(device, dtype)
+        except Exception:
+            pass
     if not _all_ranks_agree(candidate is not None, device):
+        if again:
+            warnings.warn("this process already tried to set up the peer-memory all-reduce for an earlier "
+                          "engine, and PyTorch cannot set it up twice: this engine's all-reduces go through NCCL "
+                          "(slower decode); start a new Python process (restart the kernel) for the faster path")
         return "nccl"
+    _peer_tried_in_this_process = True  # from the first rendezvous on, whatever its outcome
     try:
         candidate.rendezvous()
         exchanged = True
@@ -103,14 +139,20 @@ def enable_peer_all_reduce(device: torch.device, dtype: torch.dtype) -> str:
         exchanged = False
     if not _all_ranks_agree(exchanged, device):
         return "nccl"
-    probe = torch.full((4096,), float(_tp_rank + 1), dtype=dtype, device=device)
+    # A known sum through the copy path and through each slot, summed in place.
+    probes = [torch.full((4096,), float(_tp_rank + 1), dtype=dtype, device=device)]
+    probes += [candidate.output_slot(slot, (4096,), dtype).fill_(_tp_rank + 1) for slot in (0, 1)]
     try:
-        candidate(probe)
-        ok = bool((probe == _tp_size * (_tp_size + 1) / 2).all())
+        for probe in probes:
+            candidate(probe)
+        ok = all(bool((probe == _tp_size * (_tp_size + 1) / 2).all()) for probe in probes)
+        ok = ok and candidate.in_place_calls == 2
     except Exception:  # (an operator this torch lacks fails on every rank alike, before any kernel runs)
         ok = False
     if _all_ranks_agree(ok, device):
         _peer_all_reduce = candidate
+        # every rank must take the same path for the same call: in-place sums only if all ranks agree
+        _sum_in_place = _all_ranks_agree(choice != "peer-copy", device)
     return "peer" if _peer_all_reduce is not None else "nccl"
 
 
@@ -120,7 +162,8 @@ def all_reduce_path() -> str:
         return "none (one rank)"
     if _peer_all_reduce is None:
         return "NCCL/gloo"
-    return "peer memory (two-shot) for small tensors, NCCL for the rest"
+    how = "row-parallel outputs summed in place" if _sum_in_place else "copied in and out"
+    return f"peer memory (two-shot; {how}) for small tensors, NCCL for the rest"
 
 
 _failed_peer_buffers: list = []
@@ -182,6 +225,17 @@ def all_reduce(x: torch.Tensor) -> torch.Tensor:
     else:
         _timed(lambda: dist.all_reduce(x), x)
     return x
+
+
+def all_reduce_output(slot: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor | None:
+    """Where a row-parallel layer may write its partial sums so that ``all_reduce`` adds them up in place,
+    without copying them into and out of the peer-memory buffer: a view of shared buffer ``slot``, or None
+    (then compute into a fresh tensor) when the peer path is off or the tensor is too big. Consecutive
+    row-parallel layers use the two slots in turn: a result stays valid until the next-but-one such layer
+    runs, by which time the model has consumed it."""
+    if _tp_size == 1 or _peer_all_reduce is None or not _sum_in_place:
+        return None
+    return _peer_all_reduce.output_slot(slot, shape, dtype)
 
 
 def all_gather_last_dim(x: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
     python scripts/tp_scaling.py OUT.jsonl 1 2 4 4nccl
 
-A size followed by "nccl" sends every all-reduce through NCCL (no peer-memory all-reduce), for comparison.
+A size followed by "nccl" sends every all-reduce through NCCL (no peer-memory all-reduce), for comparison;
+one followed by "copy" uses peer memory but copies row-parallel outputs into and out of its buffer.
 
 Throughput comes from a full generate; the communication share from a profile of decode steps
 (NCCL kernel time over all kernel time on rank 0, at 256 sequences of 1024 tokens).
@@ -25,8 +26,9 @@ MODEL, WORKLOAD = "qwen3-8b", "code_gen"  # 256 requests, 512 prompt and 512 out
 
 def main(out_path: str, sizes: list[str]) -> None:
     for size in sizes:
-        tp = int(size.removesuffix("nccl"))
-        os.environ["NANOINFER_ALL_REDUCE"] = "nccl" if size.endswith("nccl") else "peer"
+        tp = int(size.removesuffix("nccl").removesuffix("copy"))
+        os.environ["NANOINFER_ALL_REDUCE"] = ("nccl" if size.endswith("nccl") else
+                                              "peer-copy" if size.endswith("copy") else "peer")
         t0 = time.perf_counter()
         try:
             llm = LLM(MODEL, tensor_parallel_size=tp, max_model_len=2048, max_num_seqs=256)
@@ -67,4 +69,11 @@ def main(out_path: str, sizes: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2:])
+    out_path, sizes = sys.argv[1], sys.argv[2:]
+    if len(sizes) == 1:
+        main(out_path, sizes)
+    else:  # one process per size: a second peer-memory engine in one process falls back to NCCL
+        import subprocess
+
+        for size in sizes:
+            subprocess.run([sys.executable, __file__, out_path, size], check=False)

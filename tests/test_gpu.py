@@ -118,6 +118,13 @@ def _peer_all_reduce_rank(rank: int, size: int, port: int, results) -> None:
         torch.distributed.all_reduce(reference)  # NCCL, float32
         distributed.all_reduce(x)
         errors.append(float((x.float() - reference).abs().max() / reference.abs().max()))
+        for slot in (0, 1):  # a tensor already in a shared buffer (a row-parallel output) is summed in place
+            y = distributed.all_reduce_output(slot, shape, torch.bfloat16)
+            y.copy_(reference.to(torch.bfloat16) / size)
+            before = distributed._peer_all_reduce.in_place_calls
+            distributed.all_reduce(y)
+            assert distributed._peer_all_reduce.in_place_calls == before + 1  # no copy in or out
+            errors.append(float((y.float() - reference).abs().max() / reference.abs().max()))
     results.put((rank, path, errors))
     torch.distributed.destroy_process_group()
 
@@ -199,3 +206,39 @@ def test_caller_outlives_a_dead_rank_on_gpus(tiny_qwen3, tmp_path):
     done = subprocess.run([sys.executable, str(script), str(tiny_qwen3), str(Path(__file__).parent), "150"],
                           capture_output=True, text=True, timeout=330)
     assert "rank 1" in done.stdout and "alive 150 s after the error" in done.stdout, done.stdout + done.stderr[-2000:]
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_tensor_parallel_bf16_on_gpus_matches_one_gpu(tiny_qwen3):
+    """TP=2 in bf16 (the peer-memory all-reduce, row-parallel outputs summed in the shared buffers, CUDA
+    graphs) gives the logits of TP=1 to bf16 rounding, step by step while the greedy tokens agree. (It
+    must be the first peer-memory engine of the pytest process: the others run in child processes.)"""
+    from nanoinfer.distributed import all_reduce_path
+
+    prompts = [[(7 * i + j) % 1000 + 1 for j in range(5 + 9 * i)] for i in range(6)]
+    params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+    results = {}
+    for tp in (1, 2):
+        with LLM(tiny_qwen3, tensor_parallel_size=tp, dtype="bfloat16", max_model_len=256,
+                 gpu_memory_utilization=0.3) as llm:
+            if tp == 2:
+                assert "summed in place" in all_reduce_path(), all_reduce_path()
+            results[tp] = generate_with_logits(llm, prompts, params)
+            if tp == 2:  # the row-parallel layers' outputs were summed where they were written
+                assert _peer_all_reduce_in_place_calls() > 0
+    (tokens_1, logits_1), (tokens_2, logits_2) = results[1], results[2]
+    compared = 0
+    for i in range(len(prompts)):
+        for step in range(len(tokens_1[i])):
+            assert relative_error(logits_2[i][step], logits_1[i][step]) < 3e-2, (i, step)
+            compared += 1
+            if tokens_1[i][step] != tokens_2[i][step]:
+                break  # bf16 rounding picked another token: later steps see different inputs
+    assert compared >= 3 * len(prompts)
+
+
+def _peer_all_reduce_in_place_calls() -> int:
+    """On rank 0 (this process): how many all-reduces summed a row-parallel output in place."""
+    from nanoinfer import distributed
+
+    return distributed._peer_all_reduce.in_place_calls if distributed._peer_all_reduce is not None else 0

@@ -85,3 +85,20 @@ def test_communication_is_measured(tiny_llama):
     # two all-reduces per layer of [tokens, hidden] float32, the embedding's, and the logits all-gather
     expected_all_reduce = (2 * layers + 1) * decode.num_tokens * hidden * 4
     assert decode.comm_bytes >= expected_all_reduce and decode.comm_s > 0
+
+
+def test_row_parallel_layers_alternate_the_shared_all_reduce_buffers(tiny_llama):
+    """o_proj and down_proj take the two buffers in turn, so that a result stays valid until the model
+    has consumed it, and every rank counts them alike (the slot is not a process-wide counter)."""
+    from transformers import AutoConfig
+
+    from nanoinfer.layers.linear import RowParallelLinear, alternate_output_slots
+    from nanoinfer.models.llama import LlamaForCausalLM
+
+    config = AutoConfig.from_pretrained(tiny_llama)
+    for _ in range(2):  # a second model in the same process numbers its layers from the start again
+        model = LlamaForCausalLM(config)
+        alternate_output_slots(model)
+        for layer in model.model.layers:
+            assert (layer.self_attn.o_proj.output_slot, layer.mlp.down_proj.output_slot) == (0, 1)
+        assert sum(isinstance(m, RowParallelLinear) for m in model.modules()) == 2 * len(model.model.layers)

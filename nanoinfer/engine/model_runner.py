@@ -24,6 +24,7 @@ from nanoinfer.engine.sequence import Sequence
 from nanoinfer.sampling_params import SamplingParams
 from nanoinfer.layers.attention import Attention, AttentionMetadata, make_attention_backend
 from nanoinfer.layers.cpu_packed import pack_model_weights
+from nanoinfer.layers.linear import alternate_output_slots
 from nanoinfer.layers.sampler import Sampler
 from nanoinfer.layers.small_ops_cpu import use_cpu_small_ops
 from nanoinfer.models import model_class
@@ -95,6 +96,7 @@ class ModelRunner:
         try:
             with torch.device(device):
                 self.model = model_class(hf_config.architectures[0])(hf_config)
+                alternate_output_slots(self.model)
         finally:
             torch.set_default_dtype(previous_dtype)
         if model_dir is not None:
