@@ -6,6 +6,7 @@ layers then cost nothing extra.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -77,9 +78,7 @@ class PeerMemoryAllReduce:
     def output_slot(self, slot: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor | None:
         """A tensor of ``shape`` at the start of shared buffer ``slot`` (0 or 1), or None if it does not fit."""
         buffer = self.slots[slot]
-        numel = 1
-        for n in shape:
-            numel *= n
+        numel = math.prod(shape)
         if dtype != buffer.dtype or not 0 < numel <= buffer.numel() or (numel * buffer.element_size()) % 16:
             return None
         return buffer[:numel].view(shape)
@@ -107,14 +106,13 @@ def enable_peer_all_reduce(device: torch.device, dtype: torch.dtype) -> str:
     (checked once, here); otherwise stay with NCCL. Every rank must call this. The ranks agree after each
     stage (allocate, exchange handles, a probe sum), so that no rank waits in a stage another one left.
     Returns the choice."""
-    global _peer_all_reduce
+    global _peer_all_reduce, _peer_tried_in_this_process, _sum_in_place
     _peer_all_reduce = None
     # peer, nccl, or peer-copy (peer memory, but row-parallel outputs copied in and out: for comparison)
     choice = os.environ.get("NANOINFER_ALL_REDUCE", "peer")
     version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
     if choice == "nccl" or dtype not in (torch.bfloat16, torch.float16) or version < (2, 11):
         return "nccl"  # (older symmetric-memory APIs differ)
-    global _peer_tried_in_this_process, _sum_in_place
     # A second engine in the same caller process (a notebook cell run twice): PyTorch's symmetric memory
     # then waited 120 s in its rendezvous and failed (seen twice on H200 x2, torch 2.11), so rank 0 says
     # no at once and every rank stays with NCCL.

@@ -116,7 +116,7 @@ class ModelRunner:
         self.compile = config.compile if config.compile is not None else device.type == "cuda"
         if self.compile:
             self._compile_small_ops()
-        elif device.type == "cpu" and config.cpu_small_ops:
+        elif device.type == "cpu" and dtype == torch.float32 and config.cpu_small_ops:
             use_cpu_small_ops(self.model)  # the same fusion, as C loops (torch.compile does not pay on a CPU)
         self.kv_cache: torch.Tensor | None = None
         self.num_blocks = 0

@@ -18,7 +18,7 @@ import torch
 
 from nanoinfer.layers.attention import AttentionMetadata
 from nanoinfer.layers.attention_torch import TorchAttentionBackend
-from nanoinfer.layers.cpu_build import build_and_load
+from nanoinfer.layers.cpu_build import build_and_load, float32_cpu
 
 SOURCE = Path(__file__).with_name("attention_cpu.c")
 
@@ -92,16 +92,16 @@ def store_kv_cache(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_ca
     False (nothing written) when the layout is not one the C loop takes; raises on a slot out of range."""
     lib = load_kernel()
     row = k_cache.shape[-2] * k_cache.shape[-1]
-    if (lib is None or not all(t.dtype == torch.float32 and t.device.type == "cpu" for t in (k, v, k_cache, v_cache))
-            or slots.dtype != torch.int64 or slots.device.type != "cpu" or not slots.is_contiguous() or k.shape != v.shape
+    num_slots = k_cache.numel() // row
+    if (lib is None or not float32_cpu(k, v, k_cache, v_cache) or slots.dtype != torch.int64
+            or slots.device.type != "cpu" or not slots.is_contiguous() or k.shape != v.shape
             or slots.shape != k.shape[:1] or not (_rows_of(k, row) and _rows_of(v, row))
             or not (k_cache.is_contiguous() and v_cache.is_contiguous()) or v_cache.shape != k_cache.shape):
         return False
     bad = lib.store_kv(k.data_ptr(), k.stride(0), v.data_ptr(), v.stride(0), k_cache.data_ptr(), v_cache.data_ptr(),
-                       slots.data_ptr(), k.shape[0], row, k_cache.numel() // row)
+                       slots.data_ptr(), k.shape[0], row, num_slots)
     if bad >= 0:
-        raise IndexError(f"slot {int(slots[bad])} of token {bad} is outside the KV cache "
-                         f"(0 to {k_cache.numel() // row - 1})")
+        raise IndexError(f"slot {int(slots[bad])} of token {bad} is outside the KV cache (0 to {num_slots - 1})")
     return True
 
 

@@ -19,6 +19,8 @@ import threading
 import warnings
 from pathlib import Path
 
+import torch
+
 # -ffast-math at compile time only (vectorised expf, reassociated sums): linked in, it would switch the
 # whole process's floating point to flush-to-zero, under torch and everything else.
 COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-c"]
@@ -26,6 +28,11 @@ if platform.machine() in ("x86_64", "AMD64"):
     COMPILE_FLAGS.insert(2, "-mprefer-vector-width=512")  # AVX-512 where the CPU has it
 LINK_FLAGS = ["-shared", "-fopenmp", "-lm"]
 _build_lock = threading.Lock()
+
+
+def float32_cpu(*tensors) -> bool:
+    """The C kernels take float32 CPU tensors only (a GPU pointer would crash them)."""
+    return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
 
 
 def _cpu_signature() -> str:

@@ -18,7 +18,7 @@ from torch import nn
 
 from nanoinfer.extensions import solution
 from nanoinfer.layers.activation import silu_and_mul as torch_silu_and_mul
-from nanoinfer.layers.cpu_build import build_and_load
+from nanoinfer.layers.cpu_build import build_and_load, float32_cpu
 
 SOURCE = Path(__file__).with_name("small_ops_cpu.c")
 _P, _L, _I, _F = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
@@ -33,10 +33,6 @@ def load_small_ops() -> ctypes.CDLL | None:
                                ("silu_and_mul", [_P, _P, _L, _I])):
             getattr(lib, name).argtypes, getattr(lib, name).restype = argtypes, None
     return lib
-
-
-def _float32_cpu(*tensors: torch.Tensor) -> bool:
-    return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
 
 
 def _row_groups(x: torch.Tensor) -> tuple[int, int] | None:
@@ -54,8 +50,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.
     """Exercise 5.1's ``rms_norm`` (same arguments and results), in one pass per row."""
     lib = load_small_ops()
     inputs = (x, weight) if residual is None else (x, weight, residual)
-    groups = _row_groups(x) if residual is None else (_row_groups(x) if x.is_contiguous() else None)
-    if (lib is None or groups is None or not _float32_cpu(*inputs) or not weight.is_contiguous()
+    groups = _row_groups(x) if residual is None or x.is_contiguous() else None  # with a residual: contiguous
+    if (lib is None or groups is None or not float32_cpu(*inputs) or not weight.is_contiguous()
             or weight.shape != x.shape[-1:] or (residual is not None and (residual.shape != x.shape
                                                                          or not residual.is_contiguous()))):
         return solution("5.1")(x, weight, eps, residual)
@@ -72,7 +68,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     views of the fused qkv output are); cos, sin [tokens, head_dim // 2]. Returns a contiguous tensor."""
     lib = load_small_ops()
     tokens, heads, head_dim = x.shape if x.dim() == 3 else (None, None, None)
-    if (lib is None or not _float32_cpu(x, cos, sin) or tokens is None or head_dim % 2
+    if (lib is None or not float32_cpu(x, cos, sin) or tokens is None or head_dim % 2
             or x.stride(2) != 1 or x.stride(1) != head_dim
             or cos.shape != (tokens, head_dim // 2) or sin.shape != cos.shape
             or cos.stride(1) != 1 or sin.stride() != cos.stride()):
@@ -86,7 +82,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     """``silu(gate) * up`` for x = [gate | up] along the last dimension."""
     lib = load_small_ops()
-    if lib is None or not _float32_cpu(x) or not x.is_contiguous() or x.shape[-1] % 2:
+    if lib is None or not float32_cpu(x) or not x.is_contiguous() or x.shape[-1] % 2:
         return torch_silu_and_mul(x)
     n = x.shape[-1] // 2
     out = x.new_empty(*x.shape[:-1], n)
