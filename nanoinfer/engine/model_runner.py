@@ -133,7 +133,8 @@ class ModelRunner:
         for module in self.model.modules():
             if hasattr(module, "op"):
                 module.op = compiled.setdefault(module.op, torch.compile(module.op, dynamic=True))
-        self.sampler.sample = torch.compile(self.sampler.sample, dynamic=True)
+        if not self.sampler.fast_path:  # (the fast path is already one fused Triton kernel)
+            self.sampler.sample = torch.compile(self.sampler.sample, dynamic=True)
 
     # ---- KV cache ------------------------------------------------------------------------------
     def allocate_kv_cache(self, num_blocks: int) -> None:
