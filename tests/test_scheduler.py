@@ -104,3 +104,16 @@ def test_custom_policy_object():
             return (-seq.metrics.arrival_time,)
 
     assert order_of_admission(NewestFirst()) == [3, 2, 1, 0]
+
+
+def test_decode_batches_put_the_longest_context_first():
+    """Attention kernels start their programs in batch order: long contexts first keeps them from
+    running alone at the end of a launch. The order is the batch's only; the running list keeps its own."""
+    sched, _ = make(num_blocks=128)
+    seqs = [add(sched, i, n, max_tokens=3) for i, n in enumerate([5, 30, 12, 30, 1])]
+    batch, _ = step(sched)
+    assert batch.phase == "prefill"
+    batch, _ = step(sched)
+    assert batch.phase == "decode"
+    assert [s.seq_id for s in batch.seqs] == [1, 3, 2, 0, 4]  # ties keep their admission order
+    assert sched.running == seqs

