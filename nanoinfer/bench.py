@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help="launch step N+1 before step N's tokens reach the host (default: on for CUDA)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the small ops (default: on for CUDA, off for CPU)")
+    p.add_argument("--fused-attention-prologue", action=argparse.BooleanOptionalAction, default=True,
+                   help="GPU: q/k norms, rotary and the KV-cache write as one Triton kernel per layer")
     p.add_argument("--json-out", default=None, help="also write the JSON record to this file")
     args = p.parse_args(argv)
 
@@ -267,7 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
     knobs = dict(dtype=args.dtype, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
                  max_model_len=max_model_len, tensor_parallel_size=args.tensor_parallel_size,
                  enforce_eager=args.enforce_eager, attention_backend=args.attention_backend, compile=args.compile,
-                 async_scheduling=args.async_scheduling)
+                 async_scheduling=args.async_scheduling, fused_attention_prologue=args.fused_attention_prologue)
     if args.block_size:
         knobs["kvcache_block_size"] = args.block_size
     t0 = time.perf_counter()

@@ -175,3 +175,27 @@ def test_llama3_rope_scaling_matches_transformers(tmp_path):
     llm = LLM(str(path), max_model_len=512)
     assert_same_tokens(run(llm, prompts), hf_greedy(model, prompts, 32))
     assert_no_leaks(llm)
+
+
+def test_layers_share_one_rotary_table_looked_up_once_per_step(tiny_qwen3):
+    """One cos/sin table for the model, and one lookup per forward pass, left in the step's scratch."""
+    from nanoinfer.layers.attention import AttentionMetadata
+
+    # on the CPU: every step runs the model's forward in Python (a GPU replays captured decode graphs)
+    llm = LLM(str(tiny_qwen3), device="cpu", max_model_len=64, kv_cache_memory_bytes=1 << 22)
+    model = llm.model_runner.model
+    tables = {id(layer.self_attn.rotary_emb.cos_sin) for layer in model.model.layers}
+    assert len(model.model.layers) > 1 and len(tables) == 1
+    seen = []
+    original = AttentionMetadata.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append(self)
+
+    AttentionMetadata.__init__ = spy
+    try:
+        llm.generate([[1, 2, 3, 4]], SamplingParams(max_tokens=2, temperature=0.0), use_tqdm=False)
+    finally:
+        AttentionMetadata.__init__ = original
+    assert seen and all(sum(k[0] == "rotary" for k in m.scratch if isinstance(k, tuple)) == 1 for m in seen)

@@ -77,6 +77,23 @@ def test_compiled_small_ops_match_eager(tiny_qwen3):
     assert generate_with_logits(compiled, prompts, GREEDY)[0] == generate_with_logits(eager, prompts, GREEDY)[0]
 
 
+def test_fused_attention_prologue_matches_the_separate_ops(tiny_qwen3):
+    """One Triton kernel per layer for q/k norms, rotary and the cache write, against the six it replaces."""
+    prompts = prompts_reaching(256)
+    common = dict(max_model_len=256, dtype="float32", attention_backend="triton", gpu_memory_utilization=0.3)
+    fused = LLM(str(tiny_qwen3), **common)
+    separate = LLM(str(tiny_qwen3), fused_attention_prologue=False, **common)
+    layers = fused.engine.hf_config.num_hidden_layers
+    assert fused.model_runner.fused_prologues == layers and separate.model_runner.fused_prologues == 0
+    tokens_f, logits_f = generate_with_logits(fused, prompts, GREEDY)
+    tokens_s, logits_s = generate_with_logits(separate, prompts, GREEDY)
+    assert tokens_f == tokens_s
+    for seq_id in logits_s:
+        for a, b in zip(logits_f[seq_id], logits_s[seq_id]):
+            assert relative_error(a, b) < 1e-5
+    assert_no_leaks(fused)
+
+
 def test_bf16_graphs_and_sampling_run(tiny_qwen3):
     llm = LLM(str(tiny_qwen3), max_model_len=256, gpu_memory_utilization=0.3)  # bf16, graphs, compile
     params = SamplingParams(temperature=0.8, top_p=0.9, max_tokens=16, seed=3, ignore_eos=True)

@@ -21,6 +21,7 @@ from nanoinfer.engine.events import EventBus
 from nanoinfer.engine.scheduler import ScheduledBatch
 from nanoinfer.distributed import broadcast_from_rank0
 from nanoinfer.engine.sequence import Sequence
+from nanoinfer.extensions import solution
 from nanoinfer.sampling_params import SamplingParams
 from nanoinfer.layers.attention import Attention, AttentionMetadata, make_attention_backend
 from nanoinfer.layers.cpu_packed import pack_model_weights
@@ -113,6 +114,9 @@ class ModelRunner:
         for layer in self.attention_layers:
             layer.backend = self.backend
         self.sampler = Sampler(device, config.seed)
+        self.fused_prologues = 0
+        if device.type == "cuda" and config.fused_attention_prologue and self.backend.name == "triton":
+            self.fused_prologues = self._fuse_attention_prologues()
         self.compile = config.compile if config.compile is not None else device.type == "cuda"
         if self.compile:
             self._compile_small_ops()
@@ -123,6 +127,22 @@ class ModelRunner:
         self.activation_peak_bytes = 0  # measured on a GPU before the KV cache is sized
         self.graphs: CudaGraphRunner | None = None
         self.graph_capture_seconds = 0.0
+
+    def _fuse_attention_prologues(self) -> int:
+        """One Triton kernel per layer for the q/k norms, the rotary embedding and the KV-cache write
+        (layers/qk_prologue_triton.py), in the layers that run the reference ops (a learner's own norm or
+        rotary runs as written). Returns the number of layers fused."""
+        from nanoinfer.layers.qk_prologue_triton import qk_prologue, supported
+        from nanoinfer.models.llama import LlamaAttention
+
+        norm, rotary = solution("5.1"), solution("5.2")
+        fused = 0
+        for module in self.model.modules():
+            if (isinstance(module, LlamaAttention) and supported(module.head_dim) and module.rotary_emb.op is rotary
+                    and (module.q_norm is None or module.q_norm.op is norm and module.k_norm.op is norm)):
+                module.fused_prologue = qk_prologue
+                fused += 1
+        return fused
 
     def _compile_small_ops(self) -> None:
         """torch.compile the small element-wise ops (RMSNorm + residual, rotary, SiLU-and-mul, sampling).

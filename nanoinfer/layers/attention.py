@@ -60,9 +60,12 @@ class Attention(nn.Module):
         self.v_cache: torch.Tensor | None = None
         self.backend = None
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        """q: [tokens, heads, head_dim]; k, v: [tokens, kv_heads, head_dim] -> [tokens, heads, head_dim]."""
-        self.backend.store_kv(k, v, self.k_cache, self.v_cache, meta)
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata,
+                kv_stored: bool = False) -> torch.Tensor:
+        """q: [tokens, heads, head_dim]; k, v: [tokens, kv_heads, head_dim] -> [tokens, heads, head_dim].
+        ``kv_stored``: k and v are already in their cache slots (a fused kernel wrote them)."""
+        if not kv_stored:
+            self.backend.store_kv(k, v, self.k_cache, self.v_cache, meta)
         return self.backend.forward(q, k, v, self.k_cache, self.v_cache, meta, self.scale)
 
 

@@ -43,7 +43,14 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos_sin", torch.cat((angles.cos(), angles.sin()), dim=-1), persistent=False)
         self.op = implementation("5.2")
 
-    def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor):
-        """q: [tokens, heads, head_dim], k: [tokens, kv_heads, head_dim]."""
-        cos, sin = self.cos_sin[positions].chunk(2, dim=-1)
+    def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, step_cache: dict | None = None):
+        """q: [tokens, heads, head_dim], k: [tokens, kv_heads, head_dim]. ``step_cache`` (a dict that lives
+        for one forward pass) keeps the cos/sin lookup for the other layers that share this module."""
+        key = ("rotary", id(self))
+        cos_sin = step_cache.get(key) if step_cache is not None else None
+        if cos_sin is None:
+            cos_sin = self.cos_sin[positions].chunk(2, dim=-1)
+            if step_cache is not None:
+                step_cache[key] = cos_sin
+        cos, sin = cos_sin
         return self.op(q, cos, sin), self.op(k, cos, sin)

@@ -39,6 +39,10 @@ class LlamaAttention(nn.Module):
         theta, scaling = rope_settings(config)
         self.rotary_emb = RotaryEmbedding(head_dim, config.max_position_embeddings, theta, scaling)
         self.attn = Attention(self.num_heads, head_dim, head_dim**-0.5, self.num_kv_heads)
+        self.q_norm = self.k_norm = None  # Qwen3 normalises every query and key head (qwen3.py)
+        # On GPUs the model runner may set this to layers/qk_prologue_triton.py's qk_prologue: norms,
+        # rotary and the KV-cache write in one kernel instead of six.
+        self.fused_prologue = None
 
     def split_heads(self, qkv: torch.Tensor):
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
@@ -47,9 +51,16 @@ class LlamaAttention(nn.Module):
                 v.view(-1, self.num_kv_heads, self.head_dim))
 
     def forward(self, positions: torch.Tensor, hidden: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        q, k, v = self.split_heads(self.qkv_proj(hidden))
-        q, k = self.rotary_emb(positions, q, k)
-        out = self.attn(q, k, v, meta)
+        qkv = self.qkv_proj(hidden)
+        if self.fused_prologue is not None:
+            q, k, v = self.fused_prologue(self, qkv, positions, meta)
+            out = self.attn(q, k, v, meta, kv_stored=True)
+        else:
+            q, k, v = self.split_heads(qkv)
+            if self.q_norm is not None:
+                q, k = self.q_norm(q), self.k_norm(k)
+            q, k = self.rotary_emb(positions, q, k, meta.scratch)
+            out = self.attn(q, k, v, meta)
         return self.o_proj(out.flatten(1))
 
 
@@ -106,6 +117,11 @@ class LlamaModel(nn.Module):
         super().__init__()
         self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList([self.layer_cls(config) for _ in range(config.num_hidden_layers)])
+        # One cos/sin table for every layer (Qwen3's 40,960 positions take 21 MB per copy), looked up once
+        # per step: the layers pass the step's metadata scratch, where the first one leaves the lookup.
+        shared = self.layers[0].self_attn.rotary_emb
+        for layer in self.layers[1:]:
+            layer.self_attn.rotary_emb = shared
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(self, input_ids, positions, meta):

@@ -11,13 +11,7 @@ class Qwen3Attention(LlamaAttention):
     def __init__(self, config) -> None:
         super().__init__(config)
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
-        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
-
-    def forward(self, positions, hidden, meta):
-        q, k, v = self.split_heads(self.qkv_proj(hidden))
-        q, k = self.rotary_emb(positions, self.q_norm(q), self.k_norm(k))
-        out = self.attn(q, k, v, meta)
-        return self.o_proj(out.flatten(1))
+        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)  # (LlamaAttention.forward applies them)
 
 
 class Qwen3DecoderLayer(LlamaDecoderLayer):

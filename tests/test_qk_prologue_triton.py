@@ -1,0 +1,91 @@
+"""The GPU's fused attention prologue (layers/qk_prologue_triton.py: q/k norms, rotary, KV-cache write in one
+kernel) against the reference ops it replaces, on fresh random inputs. Without a GPU it runs in Triton's
+interpreter (conftest), which has no bfloat16: float32 and float16 there, bfloat16 on a GPU."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import AutoConfig
+
+from nanoinfer.layers.qk_prologue_triton import qk_prologue, supported
+from nanoinfer.models.llama import LlamaAttention
+from nanoinfer.models.qwen3 import Qwen3Attention
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.float32, torch.bfloat16 if DEVICE == "cuda" else torch.float16]
+
+
+def make_layer(model_type, heads, kv_heads, head_dim, dtype, seed):
+    config = AutoConfig.for_model(model_type, hidden_size=heads * head_dim, num_attention_heads=heads,
+                                  num_key_value_heads=kv_heads, head_dim=head_dim, max_position_embeddings=512,
+                                  rms_norm_eps=1e-6, intermediate_size=64, num_hidden_layers=1, vocab_size=32)
+    torch.manual_seed(seed)
+    with torch.device(DEVICE):
+        layer = (Qwen3Attention if model_type == "qwen3" else LlamaAttention)(config).to(dtype)
+    if layer.q_norm is not None:  # weights away from 1, so that a missed multiply shows
+        layer.q_norm.weight.data.uniform_(0.5, 1.5)
+        layer.k_norm.weight.data.uniform_(0.5, 1.5)
+    blocks, block_size = 8, 4
+    cache = torch.randn(2, blocks, block_size, kv_heads, head_dim, dtype=dtype, device=DEVICE)
+    layer.attn.k_cache, layer.attn.v_cache = cache[0], cache[1]
+    return layer, cache
+
+
+def reference(layer, qkv, positions, slots, cache):
+    q, k, v = layer.split_heads(qkv)
+    if layer.q_norm is not None:
+        q, k = layer.q_norm(q), layer.k_norm(k)
+    q, k = layer.rotary_emb(positions, q, k)
+    keep = slots >= 0
+    flat = cache.view(2, -1, *cache.shape[-2:])
+    flat[0, slots[keep]] = k[keep]
+    flat[1, slots[keep]] = v[keep]
+    return q, k, v
+
+
+@pytest.mark.parametrize("model_type,heads,kv_heads,head_dim", [("qwen3", 4, 2, 32), ("qwen3", 6, 1, 64),
+                                                                ("llama", 4, 4, 32), ("llama", 3, 1, 64)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_prologue_matches_the_reference_ops(model_type, heads, kv_heads, head_dim, dtype):
+    seed = heads * 100 + head_dim
+    layer, cache = make_layer(model_type, heads, kv_heads, head_dim, dtype, seed)
+    g = torch.Generator().manual_seed(seed)
+    tokens = 7
+    qkv = (torch.randn(tokens, (heads + 2 * kv_heads) * head_dim, generator=g) * 3).to(dtype).to(DEVICE)
+    positions = torch.randint(0, 512, (tokens,), generator=g).to(DEVICE)
+    slots = torch.tensor([5, 0, -1, 31, 12, -1, 7], device=DEVICE)  # -1: a padding row, no slot
+    expected_cache = cache.clone()
+    q_ref, k_ref, v_ref = reference(layer, qkv.clone(), positions, slots, expected_cache)
+
+    q, k, v = qk_prologue(layer, qkv, positions, SimpleNamespace(slot_mapping=slots))
+    assert q.data_ptr() == qkv.data_ptr()  # in place: q, k, v stay views of the projection's output
+    # float32: equal to rounding. 16-bit: the reference rounds every product to the dtype, the kernel
+    # only where the reference casts explicitly, so results may differ by two units in the last place
+    # at the tensor's scale (where a - b nearly cancels, that is a large relative difference).
+    eps = torch.finfo(dtype).eps
+    for got, want in ((q, q_ref), (k, k_ref), (cache, expected_cache)):
+        scale = want.abs().max().item()
+        tol = dict(rtol=1e-5, atol=1e-5 * scale) if dtype == torch.float32 else dict(rtol=2 * eps, atol=2 * eps * scale)
+        torch.testing.assert_close(got, want, **tol)
+    assert torch.equal(v, v_ref)
+
+
+def test_head_sizes_the_kernel_takes():
+    assert supported(64) and supported(128) and not supported(80) and not supported(16)
+
+
+def test_only_layers_running_the_reference_ops_are_fused(tiny_qwen3):
+    """A learner's own rotary (or norm) must run as written: those layers keep the separate ops."""
+    from nanoinfer import LLM
+    from nanoinfer.extensions import use_exercises
+
+    common = dict(device="cpu", max_model_len=64, kv_cache_memory_bytes=1 << 22, cpu_small_ops=False)
+    reference_ops = LLM(str(tiny_qwen3), **common)
+    assert reference_ops.model_runner.fused_prologues == 0  # a CPU never fuses
+    layers = reference_ops.engine.hf_config.num_hidden_layers
+    assert reference_ops.model_runner._fuse_attention_prologues() == layers
+    for exercise in ("5.1", "5.2"):
+        with use_exercises(exercise):
+            learner = LLM(str(tiny_qwen3), **common)
+        assert learner.model_runner._fuse_attention_prologues() == 0
