@@ -1,0 +1,146 @@
+"""Measure what bounds a decode step on this GPU: read/copy bandwidth, the Triton decode-attention kernel
+under a few launch configurations and grid orders, and the per-layer GEMMs of Qwen3-0.6B at decode row counts.
+
+    python scripts/decode_kernel_sweep.py OUT.json
+"""
+
+import json
+import sys
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from nanoinfer.layers.attention_triton import (LOG2E, NO_SCORE, _decode_kernel, _load_kv_tile, _online_softmax_step,
+                                               decode_splits_for)
+
+torch.manual_seed(0)
+dev = torch.device("cuda")
+results = {"card": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}
+
+
+def timed(fn, iters=20):
+    fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    best = float("inf")
+    for _ in range(3):
+        start.record()
+        for _ in range(iters):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        best = min(best, start.elapsed_time(end) / iters)
+    return best  # ms
+
+
+# ---- bandwidth references -------------------------------------------------------------------------
+big = torch.empty(1 << 30, dtype=torch.bfloat16, device=dev).normal_()
+out = torch.empty_like(big)
+results["copy_TBps"] = 2 * big.numel() * 2 / timed(lambda: out.copy_(big), 5) / 1e9
+results["sum_read_TBps"] = big.numel() * 2 / timed(lambda: big.sum(dtype=torch.float32), 5) / 1e9
+big = out = None  # free the 4 GB
+print("bandwidth", results["copy_TBps"], results["sum_read_TBps"], flush=True)
+
+
+@triton.jit(do_not_specialize=["stride_table"])
+def _decode_kernel_head_major(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, tables_ptr, seq_lens_ptr, scale_log2,
+                              stride_qt, stride_qh, stride_ot, stride_oh, stride_cb, stride_cs, stride_ch,
+                              stride_table, group, head_dim, BLOCK_SIZE: tl.constexpr, BLOCK_G: tl.constexpr,
+                              BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    kv_head = tl.program_id(0)  # the KV heads of one sequence run side by side: their rows interleave
+    seq = tl.program_id(1)
+    seq_len = tl.load(seq_lens_ptr + seq)
+    g = tl.arange(0, BLOCK_G)
+    d = tl.arange(0, BLOCK_D)
+    heads = kv_head * group + g
+    g_mask = g < group
+    d_mask = d < head_dim
+    q = tl.load(q_ptr + seq * stride_qt + heads[:, None] * stride_qh + d[None, :],
+                mask=g_mask[:, None] & d_mask[None, :], other=0.0)
+    m = tl.full([BLOCK_G], NO_SCORE, tl.float32)
+    l = tl.zeros([BLOCK_G], tl.float32)
+    acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+    table_ptr = tables_ptr + seq * stride_table
+    for tile in range(0, tl.cdiv(seq_len, BLOCK_N)):
+        pos = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+        valid = pos < seq_len
+        k, v = _load_kv_tile(k_cache_ptr, v_cache_ptr, table_ptr, pos, valid, kv_head, d, d_mask,
+                             stride_cb, stride_cs, stride_ch, BLOCK_SIZE)
+        m, l, acc = _online_softmax_step(q, k, v, valid[None, :], m, l, acc, scale_log2, "tf32")
+    out = acc / tl.where(l > 0, l, 1.0)[:, None]
+    tl.store(out_ptr + seq * stride_ot + heads[:, None] * stride_oh + d[None, :],
+             out.to(out_ptr.dtype.element_ty), mask=g_mask[:, None] & d_mask[None, :])
+
+
+def decode_case(num_seqs, ctx, block_size=16, heads=16, kv_heads=8, head_dim=128):
+    blocks_per_seq = -(-ctx // block_size)
+    num_blocks = num_seqs * blocks_per_seq
+    k_cache = torch.randn(num_blocks, block_size, kv_heads, head_dim, dtype=torch.bfloat16, device=dev)
+    v_cache = torch.randn_like(k_cache)
+    tables = torch.randperm(num_blocks, device=dev, dtype=torch.int32).view(num_seqs, blocks_per_seq)
+    lens = torch.full((num_seqs,), ctx, dtype=torch.int32, device=dev)
+    q = torch.randn(num_seqs, heads, head_dim, dtype=torch.bfloat16, device=dev)
+    o = torch.empty_like(q)
+    kv_bytes = 2 * num_seqs * ctx * kv_heads * head_dim * 2
+    rows = {}
+    group = heads // kv_heads
+
+    def seq_major(block_n, warps, stages, splits):
+        part_acc = torch.empty(num_seqs * heads * splits * head_dim, dtype=torch.float32, device=dev)
+        part_ml = torch.empty(num_seqs * heads * splits * 2, dtype=torch.float32, device=dev)
+        return lambda: _decode_kernel[(num_seqs, kv_heads, splits)](
+            q, k_cache, v_cache, o, part_acc, part_ml, tables, lens, 0.088 * LOG2E, q.stride(0), q.stride(1),
+            o.stride(0), o.stride(1), *k_cache.stride()[:3], tables.stride(0), heads, group, head_dim,
+            NUM_SPLITS=splits, BLOCK_SIZE=block_size, BLOCK_G=16, BLOCK_N=block_n, BLOCK_D=128,
+            PRECISION="tf32", num_warps=warps, num_stages=stages)
+
+    def head_major(block_n, warps, stages):
+        return lambda: _decode_kernel_head_major[(kv_heads, num_seqs)](
+            q, k_cache, v_cache, o, tables, lens, 0.088 * LOG2E, q.stride(0), q.stride(1), o.stride(0),
+            o.stride(1), *k_cache.stride()[:3], tables.stride(0), group, head_dim, BLOCK_SIZE=block_size,
+            BLOCK_G=16, BLOCK_N=block_n, BLOCK_D=128, num_warps=warps, num_stages=stages)
+
+    splits0 = decode_splits_for(ctx, num_seqs, kv_heads)
+    configs = [("seq_major", bn, w, s) for bn in (32, 64, 128) for w in (4, 8) for s in (2, 3, 4)]
+    configs += [("head_major", bn, w, s) for bn in (32, 64, 128) for w in (4, 8) for s in (2, 3, 4)]
+    for kind, bn, w, s in configs:
+        if kind == "head_major" and splits0 > 1:
+            continue
+        try:
+            fn = seq_major(bn, w, s, splits0) if kind == "seq_major" else head_major(bn, w, s)
+            ms = timed(fn)
+        except Exception as e:  # out of shared memory for a config: skip it
+            print(kind, bn, w, s, "failed", type(e).__name__, flush=True)
+            continue
+        rows[f"{kind} n{bn} w{w} s{s}"] = {"ms": ms, "TBps": kv_bytes / ms / 1e9}
+    best = min(rows, key=lambda k: rows[k]["ms"])
+    cur = rows.get("seq_major n64 w4 s2")
+    print(f"decode {num_seqs}x{ctx} splits={splits0}: current {cur}, best {best} {rows[best]}", flush=True)
+    return {"splits": splits0, "kv_bytes": kv_bytes, "configs": rows, "best": best}
+
+
+results["decode"] = {}
+for n, ctx in ((256, 1024), (128, 1536), (64, 1536), (16, 1024)):
+    results["decode"][f"{n}x{ctx}"] = decode_case(n, ctx)
+    torch.cuda.empty_cache()
+
+# ---- GEMMs of Qwen3-0.6B (hidden 1024, q 2048, kv 2x1024, intermediate 3072, vocab 151936) ------------
+shapes = {"qkv": (4096, 1024), "o": (1024, 2048), "gate_up": (6144, 1024), "down": (1024, 3072),
+          "lm_head": (151936, 1024)}
+results["gemm"] = {}
+for m in (1, 16, 64, 128, 256):
+    row = {}
+    for name, (n, k) in shapes.items():
+        w = torch.randn(n, k, dtype=torch.bfloat16, device=dev)
+        x = torch.randn(m, k, dtype=torch.bfloat16, device=dev)
+        ms = timed(lambda: F.linear(x, w), 50)
+        row[name] = {"us": ms * 1e3, "TBps": n * k * 2 / ms / 1e9}
+    total = sum(r["us"] for n_, r in row.items() if n_ != "lm_head") * 28 + row["lm_head"]["us"]
+    row["step_us"] = total
+    results["gemm"][m] = row
+    print("gemm", m, {k: round(v["us"], 1) if isinstance(v, dict) else round(v, 1) for k, v in row.items()},
+          flush=True)
+
+json.dump(results, open(sys.argv[1], "w"), indent=1)
