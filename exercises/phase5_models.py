@@ -27,6 +27,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     x: [tokens, heads, head_dim]; cos, sin: [tokens, head_dim // 2] (float32; cast them to x's dtype).
     Dimension i of the first half pairs with dimension i of the second half ("rotate half", as in Hugging
     Face's Llama): the pair (a, b) becomes (a cos - b sin, b cos + a sin). Return a tensor shaped like x.
+    Leave cos and sin unchanged: the engine looks them up once per step and every layer reuses them.
     """
     raise NotImplementedError("Exercise 5.2: write apply_rotary(x, cos, sin)")
 

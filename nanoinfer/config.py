@@ -35,7 +35,7 @@ class EngineConfig:
     scheduling_policy: Any = "fifo"  # "fifo", "sjf", "ljf" or a SchedulingPolicy object
     attention_backend: str = "auto"
     compile: bool | None = None  # torch.compile the small hot ops; default: on for CUDA, off for CPU
-    fused_attention_prologue: bool = True  # GPU: q/k norms, rotary and the KV-cache write as one Triton kernel per layer
+    fused_attention_prologue: bool = True  # CUDA + triton backend: q/k norms, rotary and the KV write as one kernel per layer
     cpu_small_ops: bool = True  # CPU float32: RMSNorm, rotary, SiLU-and-mul as C loops (layers/small_ops_cpu.c) when a C compiler is found
     pack_cpu_weights: bool = True  # CPU float32: multiply by oneDNN-packed weight copies (layers/cpu_packed.py); doubles weight memory
     dtype: str = "auto"  # float32 on a CPU, bfloat16 on a GPU

@@ -30,7 +30,8 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
     x: [tokens, heads, head_dim]; cos, sin: [tokens, head_dim // 2]. Dimension ``i`` of the first half
     pairs with dimension ``i`` of the second half (the "rotate half" layout of Hugging Face's Llama):
-    each pair (a, b) becomes (a cos - b sin, b cos + a sin).
+    each pair (a, b) becomes (a cos - b sin, b cos + a sin). cos and sin are shared by every layer of a
+    step, so they are not modified.
     """
     cos = cos.unsqueeze(-2).to(x.dtype)
     sin = sin.unsqueeze(-2).to(x.dtype)

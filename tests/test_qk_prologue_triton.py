@@ -22,7 +22,10 @@ def make_layer(model_type, heads, kv_heads, head_dim, dtype, seed):
                                   rms_norm_eps=1e-6, intermediate_size=64, num_hidden_layers=1, vocab_size=32)
     torch.manual_seed(seed)
     with torch.device(DEVICE):
-        layer = (Qwen3Attention if model_type == "qwen3" else LlamaAttention)(config).to(dtype)
+        layer = (Qwen3Attention if model_type == "qwen3" else LlamaAttention)(config)
+    table = layer.rotary_emb.cos_sin  # float32, as in the engine: both paths round cos and sin themselves
+    layer = layer.to(dtype)
+    layer.rotary_emb.cos_sin = table
     if layer.q_norm is not None:  # weights away from 1, so that a missed multiply shows
         layer.q_norm.weight.data.uniform_(0.5, 1.5)
         layer.k_norm.weight.data.uniform_(0.5, 1.5)

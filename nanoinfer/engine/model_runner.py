@@ -136,10 +136,14 @@ class ModelRunner:
         from nanoinfer.models.llama import LlamaAttention
 
         norm, rotary = solution("5.1"), solution("5.2")
+
+        def runs_reference_ops(attention) -> bool:
+            norms = attention.q_norm is None or (attention.q_norm.op is norm and attention.k_norm.op is norm)
+            return attention.rotary_emb.op is rotary and norms
+
         fused = 0
         for module in self.model.modules():
-            if (isinstance(module, LlamaAttention) and supported(module.head_dim) and module.rotary_emb.op is rotary
-                    and (module.q_norm is None or module.q_norm.op is norm and module.k_norm.op is norm)):
+            if isinstance(module, LlamaAttention) and supported(module.head_dim) and runs_reference_ops(module):
                 module.fused_prologue = qk_prologue
                 fused += 1
         return fused
@@ -281,7 +285,9 @@ class ModelRunner:
     def _to_device(self, values, dtype) -> torch.Tensor:
         """A host list or array on this rank's device; through pinned memory on a GPU, so the copy
         does not wait for the work already queued."""
-        t = torch.from_numpy(values) if isinstance(values, np.ndarray) else torch.tensor(values, dtype=dtype)
+        if not isinstance(values, np.ndarray):  # through NumPy: 3-4x faster than torch.tensor on a long list
+            values = np.array(values, dtype={torch.int64: np.int64, torch.int32: np.int32}[dtype])
+        t = torch.from_numpy(values)
         if self.device.type == "cuda":
             t = t.pin_memory()
         return t.to(self.device, non_blocking=True)

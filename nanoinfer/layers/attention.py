@@ -36,7 +36,7 @@ class AttentionMetadata:
     # CPU copies of the lengths, for backends that loop over sequences
     query_lens_cpu: list[int] = field(default_factory=list)
     seq_lens_cpu: list[int] = field(default_factory=list)
-    scratch: dict = field(default_factory=dict)  # what a backend computes once per step and reuses per layer
+    scratch: dict = field(default_factory=dict)  # what is computed once per step and reused by every layer
 
     @property
     def num_seqs(self) -> int:

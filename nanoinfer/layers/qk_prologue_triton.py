@@ -45,13 +45,13 @@ def _qk_prologue_kernel(qkv_ptr, stride_token, positions_ptr, cos_sin_ptr, strid
                         NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HALF: tl.constexpr,
                         BLOCK_H: tl.constexpr, BLOCK_KV: tl.constexpr, BLOCK_SIZE: tl.constexpr,
                         NORM: tl.constexpr):
-    token = tl.program_id(0)
+    token = tl.program_id(0).to(tl.int64)  # token * stride_token can pass 2**31 in a long prefill
     dtype = qkv_ptr.dtype.element_ty
     half = tl.arange(0, HALF)
     position = tl.load(positions_ptr + token)
     cos = tl.load(cos_sin_ptr + position * stride_position + half).to(dtype).to(tl.float32)
     sin = tl.load(cos_sin_ptr + position * stride_position + HALF + half).to(dtype).to(tl.float32)
-    qw1, qw2, kw1, kw2 = cos, cos, cos, cos  # unused without NORM
+    qw1, qw2, kw1, kw2 = cos, cos, cos, cos  # placeholders: without NORM (Llama) no weight is loaded
     if NORM:
         qw1 = tl.load(q_weight_ptr + half).to(tl.float32)
         qw2 = tl.load(q_weight_ptr + HALF + half).to(tl.float32)
@@ -86,7 +86,8 @@ def _qk_prologue_kernel(qkv_ptr, stride_token, positions_ptr, cos_sin_ptr, strid
 
 
 def supported(head_dim: int) -> bool:
-    """The kernel's tiles need a power-of-two half head (head_dim 64 and 128: every model here)."""
+    """The kernel's tiles need a power-of-two half head (head_dim 64 and 128: every model here); below 32
+    the tiles get too small for tl.arange's minimum and such tiny heads only occur in test models."""
     return head_dim >= 32 and head_dim & (head_dim - 1) == 0
 
 
@@ -100,7 +101,7 @@ def qk_prologue(attention, qkv: torch.Tensor, positions: torch.Tensor, meta):
     assert k_cache.stride() == v_cache.stride() and k_cache.stride(-1) == 1
     table = attention.rotary_emb.cos_sin
     norm = attention.q_norm is not None
-    weights = (attention.q_norm.weight, attention.k_norm.weight) if norm else (table, table)
+    weights = (attention.q_norm.weight, attention.k_norm.weight) if norm else (table, table)  # (never read)
     eps = attention.q_norm.eps if norm else 0.0
     _qk_prologue_kernel[(qkv.shape[0],)](
         qkv, qkv.stride(0), positions, table, table.stride(0), *weights, eps, k_cache, v_cache, meta.slot_mapping,

@@ -45,7 +45,8 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, step_cache: dict | None = None):
         """q: [tokens, heads, head_dim], k: [tokens, kv_heads, head_dim]. ``step_cache`` (a dict that lives
-        for one forward pass) keeps the cos/sin lookup for the other layers that share this module."""
+        for one forward pass, whose positions do not change) keeps the cos/sin lookup for the other layers
+        that share this module; ``op`` must not modify cos and sin, which every layer reuses."""
         key = ("rotary", id(self))
         cos_sin = step_cache.get(key) if step_cache is not None else None
         if cos_sin is None:
