@@ -1,5 +1,5 @@
 """Measure what bounds a decode step on this GPU: read/copy bandwidth, the Triton decode-attention kernel
-under a few launch configurations and grid orders, and the per-layer GEMMs of Qwen3-0.6B at decode row counts.
+under a few launch configurations, and the per-layer GEMMs of Qwen3-0.6B at decode row counts.
 
     python scripts/decode_kernel_sweep.py OUT.json
 """
@@ -10,10 +10,8 @@ import sys
 import torch
 import torch.nn.functional as F
 import triton
-import triton.language as tl
 
-from nanoinfer.layers.attention_triton import (LOG2E, NO_SCORE, _decode_kernel, _load_kv_tile, _online_softmax_step,
-                                               decode_splits_for)
+from nanoinfer.layers.attention_triton import LOG2E, _decode_kernel, decode_splits_for
 
 torch.manual_seed(0)
 dev = torch.device("cuda")
@@ -44,36 +42,6 @@ big = out = None  # free the 4 GB
 print("bandwidth", results["copy_TBps"], results["sum_read_TBps"], flush=True)
 
 
-@triton.jit(do_not_specialize=["stride_table"])
-def _decode_kernel_head_major(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, tables_ptr, seq_lens_ptr, scale_log2,
-                              stride_qt, stride_qh, stride_ot, stride_oh, stride_cb, stride_cs, stride_ch,
-                              stride_table, group, head_dim, BLOCK_SIZE: tl.constexpr, BLOCK_G: tl.constexpr,
-                              BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    kv_head = tl.program_id(0)  # the KV heads of one sequence run side by side: their rows interleave
-    seq = tl.program_id(1)
-    seq_len = tl.load(seq_lens_ptr + seq)
-    g = tl.arange(0, BLOCK_G)
-    d = tl.arange(0, BLOCK_D)
-    heads = kv_head * group + g
-    g_mask = g < group
-    d_mask = d < head_dim
-    q = tl.load(q_ptr + seq * stride_qt + heads[:, None] * stride_qh + d[None, :],
-                mask=g_mask[:, None] & d_mask[None, :], other=0.0)
-    m = tl.full([BLOCK_G], NO_SCORE, tl.float32)
-    l = tl.zeros([BLOCK_G], tl.float32)
-    acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
-    table_ptr = tables_ptr + seq * stride_table
-    for tile in range(0, tl.cdiv(seq_len, BLOCK_N)):
-        pos = tile * BLOCK_N + tl.arange(0, BLOCK_N)
-        valid = pos < seq_len
-        k, v = _load_kv_tile(k_cache_ptr, v_cache_ptr, table_ptr, pos, valid, kv_head, d, d_mask,
-                             stride_cb, stride_cs, stride_ch, BLOCK_SIZE)
-        m, l, acc = _online_softmax_step(q, k, v, valid[None, :], m, l, acc, scale_log2, "tf32")
-    out = acc / tl.where(l > 0, l, 1.0)[:, None]
-    tl.store(out_ptr + seq * stride_ot + heads[:, None] * stride_oh + d[None, :],
-             out.to(out_ptr.dtype.element_ty), mask=g_mask[:, None] & d_mask[None, :])
-
-
 def decode_case(num_seqs, ctx, block_size=16, heads=16, kv_heads=8, head_dim=128):
     blocks_per_seq = -(-ctx // block_size)
     num_blocks = num_seqs * blocks_per_seq
@@ -96,21 +64,11 @@ def decode_case(num_seqs, ctx, block_size=16, heads=16, kv_heads=8, head_dim=128
             NUM_SPLITS=splits, BLOCK_SIZE=block_size, BLOCK_G=16, BLOCK_N=block_n, BLOCK_D=128,
             PRECISION="tf32", num_warps=warps, num_stages=stages)
 
-    def head_major(block_n, warps, stages):
-        return lambda: _decode_kernel_head_major[(kv_heads, num_seqs)](
-            q, k_cache, v_cache, o, tables, lens, 0.088 * LOG2E, q.stride(0), q.stride(1), o.stride(0),
-            o.stride(1), *k_cache.stride()[:3], tables.stride(0), group, head_dim, BLOCK_SIZE=block_size,
-            BLOCK_G=16, BLOCK_N=block_n, BLOCK_D=128, num_warps=warps, num_stages=stages)
-
     splits0 = decode_splits_for(ctx, num_seqs, kv_heads)
     configs = [("seq_major", bn, w, s) for bn in (32, 64, 128) for w in (4, 8) for s in (2, 3, 4)]
-    configs += [("head_major", bn, w, s) for bn in (32, 64, 128) for w in (4, 8) for s in (2, 3, 4)]
     for kind, bn, w, s in configs:
-        if kind == "head_major" and splits0 > 1:
-            continue
         try:
-            fn = seq_major(bn, w, s, splits0) if kind == "seq_major" else head_major(bn, w, s)
-            ms = timed(fn)
+            ms = timed(seq_major(bn, w, s, splits0))
         except Exception as e:  # out of shared memory for a config: skip it
             print(kind, bn, w, s, "failed", type(e).__name__, flush=True)
             continue

@@ -25,6 +25,17 @@ def free_gpu_memory():
 
 
 
+def assert_same_generations(a, b, prompts, tolerance=1e-5):
+    """Greedy tokens equal and the logits of every step within ``tolerance`` (relative); returns the tokens."""
+    tokens_a, logits_a = generate_with_logits(a, prompts, GREEDY)
+    tokens_b, logits_b = generate_with_logits(b, prompts, GREEDY)
+    assert tokens_a == tokens_b
+    for seq_id in logits_b:
+        for x, y in zip(logits_a[seq_id], logits_b[seq_id]):
+            assert relative_error(x, y) < tolerance
+    return tokens_a
+
+
 def prompts_reaching(max_model_len: int):
     # mixed lengths; the last one ends exactly at max_model_len (the widest block table)
     lengths = [5, 17, 33, 64, 100, max_model_len - 32]
@@ -41,12 +52,7 @@ def test_cuda_graphs_equal_eager(tiny_qwen3, block_size):
     assert graphs.model_runner.graphs is not None, "no CUDA graphs were captured"
     eager = LLM(str(tiny_qwen3), enforce_eager=True, **common)
     assert eager.model_runner.graphs is None
-    tokens_g, logits_g = generate_with_logits(graphs, prompts, GREEDY)
-    tokens_e, logits_e = generate_with_logits(eager, prompts, GREEDY)
-    assert tokens_g == tokens_e
-    for seq_id in logits_e:
-        for a, b in zip(logits_g[seq_id], logits_e[seq_id]):
-            assert relative_error(a, b) < 1e-5
+    tokens_g = assert_same_generations(graphs, eager, prompts)
     coverage = graphs.model_runner.graphs.coverage.as_dict()
     assert coverage["replayed_share"] == 1.0 and coverage["decode_steps"] >= 31
     assert len(tokens_g[-1]) == 32  # the longest sequence ran to max_model_len
@@ -85,12 +91,7 @@ def test_fused_attention_prologue_matches_the_separate_ops(tiny_qwen3):
     separate = LLM(str(tiny_qwen3), fused_attention_prologue=False, **common)
     layers = fused.engine.hf_config.num_hidden_layers
     assert fused.model_runner.fused_prologues == layers and separate.model_runner.fused_prologues == 0
-    tokens_f, logits_f = generate_with_logits(fused, prompts, GREEDY)
-    tokens_s, logits_s = generate_with_logits(separate, prompts, GREEDY)
-    assert tokens_f == tokens_s
-    for seq_id in logits_s:
-        for a, b in zip(logits_f[seq_id], logits_s[seq_id]):
-            assert relative_error(a, b) < 1e-5
+    assert_same_generations(fused, separate, prompts)
     assert_no_leaks(fused)
 
 
