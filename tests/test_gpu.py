@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import assert_no_leaks, generate_with_logits, relative_error
+from helpers import assert_no_leaks, generate_with_logits, make_tiny_checkpoint, relative_error
 from nanoinfer import LLM, SamplingParams
 
 pytestmark = pytest.mark.gpu
@@ -93,6 +93,43 @@ def test_fused_attention_prologue_matches_the_separate_ops(tiny_qwen3):
     assert fused.model_runner.fused_prologues == layers and separate.model_runner.fused_prologues == 0
     assert_same_generations(fused, separate, prompts)
     assert_no_leaks(fused)
+
+
+def test_fused_prologue_on_a_llama_in_bf16(tmp_path):
+    """Llama (no q/k norms) through the fused prologue in bf16, with CUDA graphs and torch's varlen prefill
+    (which receives the strided q/k views): the separate ops' greedy tokens, logits to bf16 rounding."""
+    path = make_tiny_checkpoint("llama", tmp_path, hidden_size=128)  # 4 heads of 32: a size the kernel takes
+    prompts = prompts_reaching(256)
+    common = dict(max_model_len=256, dtype="bfloat16", attention_backend="triton", gpu_memory_utilization=0.3)
+    fused = LLM(str(path), **common)
+    separate = LLM(str(path), fused_attention_prologue=False, **common)
+    assert fused.model_runner.fused_prologues == 2 and separate.model_runner.fused_prologues == 0
+    tokens_f, logits_f = generate_with_logits(fused, prompts, GREEDY)
+    tokens_s, logits_s = generate_with_logits(separate, prompts, GREEDY)
+    assert tokens_f == tokens_s
+    for seq_id in logits_s:
+        assert relative_error(logits_f[seq_id][0], logits_s[seq_id][0]) < 2e-2
+    assert_no_leaks(fused)
+
+
+def test_triton_sampler_on_16_bit_logits(tiny_qwen3):
+    """The GPU sampler reads bf16 logits as they are: greedy, sampled and seeded rows in one batch; a seeded
+    or greedy row draws what it draws alone. A learner's Exercise 3.2 turns the Triton path off."""
+    from nanoinfer.extensions import use_exercises
+    from nanoinfer.layers.sampler import Sampler
+
+    llm = LLM(str(tiny_qwen3), max_model_len=256, gpu_memory_utilization=0.3)  # bf16
+    assert llm.model_runner.sampler.fast_path
+    greedy = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+    seeded = SamplingParams(temperature=0.7, max_tokens=12, seed=5, ignore_eos=True)
+    free = SamplingParams(temperature=1.0, max_tokens=12, ignore_eos=True)
+    batch = llm.generate([[1, 2, 3]] * 3, [greedy, seeded, free], use_tqdm=False)
+    assert batch[0].token_ids == llm.generate([[1, 2, 3]], greedy, use_tqdm=False)[0].token_ids
+    assert batch[1].token_ids == llm.generate([[1, 2, 3]], seeded, use_tqdm=False)[0].token_ids
+    assert all(0 <= t < llm.engine.hf_config.vocab_size for o in batch for t in o.token_ids)
+    with use_exercises("3.2"):
+        assert not Sampler(torch.device("cuda")).fast_path
+    assert_no_leaks(llm)
 
 
 def test_bf16_graphs_and_sampling_run(tiny_qwen3):
