@@ -40,6 +40,7 @@ _tp_size = 1
 comm_stats = CommStats()
 _peer_all_reduce = None  # a PeerMemoryAllReduce when the GPUs can read each other's memory
 _sum_in_place = True  # row-parallel layers multiply into the peer-memory buffers (all_reduce_output)
+_one_shot = False  # NANOINFER_ALL_REDUCE=peer-oneshot: those buffers are summed by a one-shot kernel
 _peer_tried_in_this_process = False
 
 
@@ -83,16 +84,19 @@ class PeerMemoryAllReduce:
             return None
         return buffer[:numel].view(shape)
 
-    def __call__(self, x: torch.Tensor) -> None:
+    def __call__(self, x: torch.Tensor, one_shot: bool = False) -> torch.Tensor:
+        """The sum: ``x`` itself, or with ``one_shot`` a new tensor when ``x`` is in a slot."""
         for slot in self.slots:
             if x.data_ptr() == slot.data_ptr():  # already in shared memory: sum it where it is
-                torch.ops.symm_mem.two_shot_all_reduce_(slot[: x.numel()], "sum", self.group_name)
                 self.in_place_calls += 1
-                return
+                if one_shot:  # every rank reads every slot whole: the sum goes to a new tensor
+                    return torch.ops.symm_mem.one_shot_all_reduce(slot[: x.numel()], "sum", self.group_name).view(x.shape)
+                torch.ops.symm_mem.two_shot_all_reduce_(slot[: x.numel()], "sum", self.group_name)
+                return x
         part = self.buffer[: x.numel()]
         part.copy_(x.view(-1))
         torch.ops.symm_mem.two_shot_all_reduce_(part, "sum", self.group_name)
-        x.view(-1).copy_(part)
+        return x.view(-1).copy_(part).view(x.shape)
 
 
 def _all_ranks_agree(ok: bool, device: torch.device) -> bool:
@@ -106,9 +110,11 @@ def enable_peer_all_reduce(device: torch.device, dtype: torch.dtype) -> str:
     (checked once, here); otherwise stay with NCCL. Every rank must call this. The ranks agree after each
     stage (allocate, exchange handles, a probe sum), so that no rank waits in a stage another one left.
     Returns the choice."""
-    global _peer_all_reduce, _peer_tried_in_this_process, _sum_in_place
+    global _peer_all_reduce, _peer_tried_in_this_process, _sum_in_place, _one_shot
     _peer_all_reduce = None
-    # peer, nccl, or peer-copy (peer memory, but row-parallel outputs copied in and out: for comparison)
+    # peer, nccl, peer-copy (peer memory, but row-parallel outputs copied in and out) or peer-oneshot
+    # (the outputs summed by a one-shot kernel: one barrier instead of two, each rank reads all): the
+    # last two for comparison
     choice = os.environ.get("NANOINFER_ALL_REDUCE", "peer")
     version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
     if choice == "nccl" or dtype not in (torch.bfloat16, torch.float16) or version < (2, 11):
@@ -137,13 +143,13 @@ def enable_peer_all_reduce(device: torch.device, dtype: torch.dtype) -> str:
         exchanged = False
     if not _all_ranks_agree(exchanged, device):
         return "nccl"
-    # A known sum through the copy path and through each slot, summed in place.
+    # A known sum through the copy path and through each slot, summed in place (or one-shot).
     probes = [torch.full((4096,), float(_tp_rank + 1), dtype=dtype, device=device)]
     probes += [candidate.output_slot(slot, (4096,), dtype).fill_(_tp_rank + 1) for slot in (0, 1)]
+    one_shot = choice == "peer-oneshot"
     try:
-        for probe in probes:
-            candidate(probe)
-        ok = all(bool((probe == _tp_size * (_tp_size + 1) / 2).all()) for probe in probes)
+        sums = [candidate(probe, one_shot) for probe in probes]
+        ok = all(bool((total == _tp_size * (_tp_size + 1) / 2).all()) for total in sums)
         ok = ok and candidate.in_place_calls == 2
     except Exception:  # (an operator this torch lacks fails on every rank alike, before any kernel runs)
         ok = False
@@ -151,6 +157,7 @@ def enable_peer_all_reduce(device: torch.device, dtype: torch.dtype) -> str:
         _peer_all_reduce = candidate
         # every rank must take the same path for the same call: in-place sums only if all ranks agree
         _sum_in_place = _all_ranks_agree(choice != "peer-copy", device)
+        _one_shot = _all_ranks_agree(one_shot, device)
     return "peer" if _peer_all_reduce is not None else "nccl"
 
 
@@ -161,7 +168,8 @@ def all_reduce_path() -> str:
     if _peer_all_reduce is None:
         return "NCCL/gloo"
     how = "row-parallel outputs summed in place" if _sum_in_place else "copied in and out"
-    return f"peer memory (two-shot; {how}) for small tensors, NCCL for the rest"
+    kernel = "one-shot for row-parallel outputs" if _one_shot else "two-shot"
+    return f"peer memory ({kernel}; {how}) for small tensors, NCCL for the rest"
 
 
 _failed_peer_buffers: list = []
@@ -199,29 +207,30 @@ def set_tensor_parallel(rank: int, size: int) -> None:
     _tp_rank, _tp_size = rank, size
 
 
-def _timed(fn, x: torch.Tensor) -> None:
+def _timed(fn, x: torch.Tensor):
+    """``fn()``, timed into comm_stats when measure_communication is on; returns what it returns."""
     if not comm_stats.timed or (x.is_cuda and torch.cuda.is_current_stream_capturing()):
-        fn()  # (no synchronising inside a CUDA-graph capture; replays bypass Python anyway)
-        return
+        return fn()  # (no synchronising inside a CUDA-graph capture; replays bypass Python anyway)
     if x.is_cuda:
         torch.cuda.synchronize(x.device)
     t0 = time.perf_counter()
-    fn()
+    result = fn()
     if x.is_cuda:
         torch.cuda.synchronize(x.device)
     comm_stats.seconds += time.perf_counter() - t0
+    return result
 
 
 def all_reduce(x: torch.Tensor) -> torch.Tensor:
-    """Sum ``x`` over the tensor-parallel ranks, in place."""
+    """Sum ``x`` over the tensor-parallel ranks; returns the sum: ``x`` itself, summed in place, except
+    on the one-shot peer path (NANOINFER_ALL_REDUCE=peer-oneshot), which returns a new tensor."""
     if _tp_size == 1:
         return x
     comm_stats.all_reduce_calls += 1
     comm_stats.all_reduce_bytes += x.numel() * x.element_size()
     if _peer_all_reduce is not None and _peer_all_reduce.accepts(x):
-        _timed(lambda: _peer_all_reduce(x), x)
-    else:
-        _timed(lambda: dist.all_reduce(x), x)
+        return _timed(lambda: _peer_all_reduce(x, _one_shot), x)
+    _timed(lambda: dist.all_reduce(x), x)
     return x
 
 

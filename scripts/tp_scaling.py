@@ -3,7 +3,8 @@
     python scripts/tp_scaling.py OUT.jsonl 1 2 4 4nccl
 
 A size followed by "nccl" sends every all-reduce through NCCL (no peer-memory all-reduce), for comparison;
-one followed by "copy" uses peer memory but copies row-parallel outputs into and out of its buffer.
+one followed by "copy" uses peer memory but copies row-parallel outputs into and out of its buffer, and
+"oneshot" sums row-parallel outputs with the one-shot kernel instead of the two-shot one.
 
 Throughput comes from a full generate; the communication share from a profile of decode steps
 (NCCL kernel time over all kernel time on rank 0, at 256 sequences of 1024 tokens).
@@ -26,9 +27,10 @@ MODEL, WORKLOAD = "qwen3-8b", "code_gen"  # 256 requests, 512 prompt and 512 out
 
 def main(out_path: str, sizes: list[str]) -> None:
     for size in sizes:
-        tp = int(size.removesuffix("nccl").removesuffix("copy"))
+        tp = int(size.removesuffix("nccl").removesuffix("copy").removesuffix("oneshot"))
         os.environ["NANOINFER_ALL_REDUCE"] = ("nccl" if size.endswith("nccl") else
-                                              "peer-copy" if size.endswith("copy") else "peer")
+                                              "peer-copy" if size.endswith("copy") else
+                                              "peer-oneshot" if size.endswith("oneshot") else "peer")
         t0 = time.perf_counter()
         try:
             llm = LLM(MODEL, tensor_parallel_size=tp, max_model_len=2048, max_num_seqs=256)

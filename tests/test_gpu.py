@@ -154,13 +154,13 @@ def test_memory_plan_fills_the_budget(tiny_qwen3):
     assert torch.cuda.mem_get_info()[0] > 0.85 * total
 
 
-def _peer_all_reduce_rank(rank: int, size: int, port: int, results) -> None:
+def _peer_all_reduce_rank(rank: int, size: int, port: int, results, mode: str = "peer") -> None:
     import os
 
     from nanoinfer import distributed
     from nanoinfer.engine.parallel import init_rank
 
-    os.environ["NANOINFER_ALL_REDUCE"] = "peer"
+    os.environ["NANOINFER_ALL_REDUCE"] = mode
 
     device = torch.device("cuda", rank)
     init_rank(rank, size, port, device, torch.bfloat16)
@@ -177,15 +177,17 @@ def _peer_all_reduce_rank(rank: int, size: int, port: int, results) -> None:
             y = distributed.all_reduce_output(slot, shape, torch.bfloat16)
             y.copy_(reference.to(torch.bfloat16) / size)
             before = distributed._peer_all_reduce.in_place_calls
-            distributed.all_reduce(y)
+            total = distributed.all_reduce(y)
             assert distributed._peer_all_reduce.in_place_calls == before + 1  # no copy in or out
-            errors.append(float((y.float() - reference).abs().max() / reference.abs().max()))
+            assert (total.data_ptr() == y.data_ptr()) == (mode == "peer")  # one-shot: the sum is a new tensor
+            errors.append(float((total.float() - reference).abs().max() / reference.abs().max()))
     results.put((rank, path, errors))
     torch.distributed.destroy_process_group()
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
-def test_peer_memory_all_reduce_matches_nccl():
+@pytest.mark.parametrize("mode", ["peer", "peer-oneshot"])
+def test_peer_memory_all_reduce_matches_nccl(mode):
     """The peer-memory all-reduce of small bf16 tensors sums like NCCL in float32, to bf16 rounding."""
     import torch.multiprocessing as mp
 
@@ -193,7 +195,7 @@ def test_peer_memory_all_reduce_matches_nccl():
 
     ctx = mp.get_context("spawn")
     results, port = ctx.Queue(), free_port()
-    procs = [ctx.Process(target=_peer_all_reduce_rank, args=(r, 2, port, results)) for r in range(2)]
+    procs = [ctx.Process(target=_peer_all_reduce_rank, args=(r, 2, port, results, mode)) for r in range(2)]
     try:
         for p in procs:
             p.start()
@@ -205,6 +207,7 @@ def test_peer_memory_all_reduce_matches_nccl():
                 p.kill()
     for rank, path, errors in got:
         assert path.startswith("peer memory"), f"rank {rank} fell back to {path}"
+        assert ("one-shot" in path) == (mode == "peer-oneshot"), path
         assert max(errors) < 2e-2, errors
 
 
