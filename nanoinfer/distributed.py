@@ -90,7 +90,8 @@ class PeerMemoryAllReduce:
             if x.data_ptr() == slot.data_ptr():  # already in shared memory: sum it where it is
                 self.in_place_calls += 1
                 if one_shot:  # every rank reads every slot whole: the sum goes to a new tensor
-                    return torch.ops.symm_mem.one_shot_all_reduce(slot[: x.numel()], "sum", self.group_name).view(x.shape)
+                    total = torch.ops.symm_mem.one_shot_all_reduce(slot[: x.numel()], "sum", self.group_name)
+                    return total.view(x.shape)
                 torch.ops.symm_mem.two_shot_all_reduce_(slot[: x.numel()], "sum", self.group_name)
                 return x
         part = self.buffer[: x.numel()]

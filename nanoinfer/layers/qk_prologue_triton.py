@@ -4,9 +4,9 @@ queries and keys, the rotary embedding, and the write of the new keys and values
 Unfused these are six kernels per layer (two norms, the cos/sin lookup, two rotations, the cache write),
 each reading and writing the whole q or k. On an H200 the compiled rotation alone took 11.7 ms of a
 50 ms prefill step of 16,384 tokens (it reads the strided q/k views of the qkv output at ~0.6 TB/s),
-and the six together ~0.4 ms of a decode step at ~230 sequences. Here one program per token loads its heads once,
-normalises and rotates them in registers and writes q and k back in place (they stay views of the qkv
-output) and k and v to the cache.
+and the six together ~0.4 ms of a decode step at ~230 sequences. Here one program per token loads its
+heads once, normalises and rotates them in registers and writes q and k back in place (they stay views
+of the qkv output) and k and v to the cache.
 
 The rounding follows the reference ops (Exercises 5.1, 5.2) in 16-bit models: the norm's result is
 rounded to the model's dtype before its weight is applied and again after, cos and sin are rounded to
