@@ -26,8 +26,13 @@ def head_dim_of(config) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
+def rotary_embedding_of(config) -> RotaryEmbedding:
+    theta, scaling = rope_settings(config)
+    return RotaryEmbedding(head_dim_of(config), config.max_position_embeddings, theta, scaling)
+
+
 class LlamaAttention(nn.Module):
-    def __init__(self, config) -> None:
+    def __init__(self, config, rotary_emb: RotaryEmbedding | None = None) -> None:
         super().__init__()
         head_dim = head_dim_of(config)
         bias = getattr(config, "attention_bias", False)
@@ -36,8 +41,7 @@ class LlamaAttention(nn.Module):
         self.num_heads, self.num_kv_heads = self.qkv_proj.num_heads, self.qkv_proj.num_kv_heads
         self.head_dim = head_dim
         self.o_proj = RowParallelLinear(config.num_attention_heads * head_dim, config.hidden_size, bias=bias)
-        theta, scaling = rope_settings(config)
-        self.rotary_emb = RotaryEmbedding(head_dim, config.max_position_embeddings, theta, scaling)
+        self.rotary_emb = rotary_emb or rotary_embedding_of(config)  # LlamaModel shares one with every layer
         self.attn = Attention(self.num_heads, head_dim, head_dim**-0.5, self.num_kv_heads)
         self.q_norm = self.k_norm = None  # Qwen3 normalises every query and key head (qwen3.py)
         # On GPUs the model runner may set this to layers/qk_prologue_triton.py's qk_prologue: norms,
@@ -92,9 +96,9 @@ class LlamaMLP(nn.Module):
 class LlamaDecoderLayer(nn.Module):
     attention_cls = LlamaAttention
 
-    def __init__(self, config) -> None:
+    def __init__(self, config, rotary_emb: RotaryEmbedding | None = None) -> None:
         super().__init__()
-        self.self_attn = self.attention_cls(config)
+        self.self_attn = self.attention_cls(config, rotary_emb)
         self.mlp = LlamaMLP(config)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
@@ -116,12 +120,10 @@ class LlamaModel(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
         self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList([self.layer_cls(config) for _ in range(config.num_hidden_layers)])
         # One cos/sin table for every layer (Qwen3's 40,960 positions take 21 MB per copy), looked up once
         # per step: the layers pass the step's metadata scratch, where the first one leaves the lookup.
-        shared = self.layers[0].self_attn.rotary_emb
-        for layer in self.layers[1:]:
-            layer.self_attn.rotary_emb = shared
+        rotary_emb = rotary_embedding_of(config)
+        self.layers = nn.ModuleList([self.layer_cls(config, rotary_emb) for _ in range(config.num_hidden_layers)])
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(self, input_ids, positions, meta):

@@ -8,8 +8,8 @@ from nanoinfer.models.llama import LlamaAttention, LlamaDecoderLayer, LlamaForCa
 
 
 class Qwen3Attention(LlamaAttention):
-    def __init__(self, config) -> None:
-        super().__init__(config)
+    def __init__(self, config, rotary_emb=None) -> None:
+        super().__init__(config, rotary_emb)
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)  # (LlamaAttention.forward applies them)
 
