@@ -38,6 +38,27 @@ def assert_same_generations(a, b, prompts, tolerance=1e-5, first_step_only=False
     return tokens_a
 
 
+def assert_same_until_a_near_tie(a, b, prompts, tolerance):
+    """For 16-bit runs whose ops round differently: at every step where both have the same tokens so far,
+    the logits agree within ``tolerance`` (relative), and the greedy tokens may only part where ``b``'s
+    two candidates are that close (a near-tie that rounding can flip; a random tiny model has many).
+    Returns how many prompts parted."""
+    tokens_a, logits_a = generate_with_logits(a, prompts, GREEDY)
+    tokens_b, logits_b = generate_with_logits(b, prompts, GREEDY)
+    parted = 0
+    for i, (ta, tb) in enumerate(zip(tokens_a, tokens_b)):
+        same = next((k for k, (x, y) in enumerate(zip(ta, tb)) if x != y), len(ta))
+        for k in range(min(same + 1, len(ta))):  # the parting step still has the same context
+            assert relative_error(logits_a[i][k], logits_b[i][k]) < tolerance, (i, k)
+        if same < len(ta):
+            parted += 1
+            ref = logits_b[i][same]
+            gap = float(ref[tb[same]] - ref[ta[same]])
+            assert 0 <= gap <= tolerance * float(ref.abs().max()), (i, same, gap)
+    assert parted <= len(prompts) // 2, "most prompts parted: more than rounding"
+    return parted
+
+
 def prompts_reaching(max_model_len: int):
     # mixed lengths; the last one ends exactly at max_model_len (the widest block table)
     lengths = [5, 17, 33, 64, 100, max_model_len - 32]
@@ -95,14 +116,15 @@ def test_fused_attention_prologue_matches_the_separate_ops(tiny_qwen3):
 
 def test_fused_prologue_on_a_llama_in_bf16(tmp_path):
     """Llama (no q/k norms) through the fused prologue in bf16, with CUDA graphs and torch's varlen prefill
-    (which receives the strided q/k views): the separate ops' greedy tokens, logits to bf16 rounding."""
+    (which receives the strided q/k views): the separate ops' logits to bf16 rounding, and their greedy
+    tokens up to a near-tie (seen on an H200: one prompt of six parted at its 21st token)."""
     path = make_tiny_checkpoint("llama", tmp_path, hidden_size=128)  # 4 heads of 32: a size the kernel takes
     prompts = prompts_reaching(256)
     common = dict(max_model_len=256, dtype="bfloat16", attention_backend="triton", gpu_memory_utilization=0.3)
     fused = LLM(str(path), **common)
     separate = LLM(str(path), fused_attention_prologue=False, **common)
     assert fused.model_runner.fused_prologues == 2 and separate.model_runner.fused_prologues == 0
-    assert_same_generations(fused, separate, prompts, tolerance=2e-2, first_step_only=True)
+    assert_same_until_a_near_tie(fused, separate, prompts, tolerance=2e-2)
     assert_no_leaks(fused)
 
 

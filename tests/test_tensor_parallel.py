@@ -87,6 +87,19 @@ def test_communication_is_measured(tiny_llama):
     assert decode.comm_bytes >= expected_all_reduce and decode.comm_s > 0
 
 
+def test_workers_run_the_exercises_selected_in_the_caller(tiny_llama):
+    """``use_exercises`` is local to the caller's thread; the workers must still run the same code as
+    rank 0 (3.1, naive attention, is selected but not called: the engine uses the torch backend)."""
+    from nanoinfer import use_exercises
+
+    with use_exercises("3.1"):
+        llm = LLM(tiny_llama, tensor_parallel_size=2)
+    with llm:
+        assert llm.engine.model_runner.learner_exercises() == []  # (the block has ended in this thread)
+        llm.engine.workers.call("learner_exercises", reply=True)
+        assert llm.engine.workers.replies() == [["3.1"]]
+
+
 def test_row_parallel_layers_alternate_the_shared_all_reduce_buffers(tiny_llama):
     """o_proj and down_proj take the two buffers in turn, so that a result stays valid until the model
     has consumed it, and every rank counts them alike (the slot is not a process-wide counter)."""

@@ -21,7 +21,7 @@ from nanoinfer.engine.events import EventBus
 from nanoinfer.engine.scheduler import ScheduledBatch
 from nanoinfer.distributed import broadcast_from_rank0
 from nanoinfer.engine.sequence import Sequence
-from nanoinfer.extensions import solution
+from nanoinfer.extensions import selected, solution
 from nanoinfer.sampling_params import SamplingParams
 from nanoinfer.layers.attention import Attention, AttentionMetadata, make_attention_backend
 from nanoinfer.layers.cpu_packed import pack_model_weights
@@ -170,6 +170,10 @@ class ModelRunner:
         if self.workers is not None:
             self.workers.call("allocate_kv_cache", num_blocks)
         self._allocate_local(num_blocks)
+
+    def learner_exercises(self) -> list[str]:
+        """The exercises whose learner code this rank runs (rank 0 hands its selection to every worker)."""
+        return sorted(selected())
 
     def release(self) -> None:
         """Drop the KV cache and the CUDA graphs so that their memory can be used again."""

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from nanoinfer.extensions import selected as selected_exercises, use_exercises
 from nanoinfer.distributed import (comm_stats, disable_peer_all_reduce, enable_peer_all_reduce, peer_all_reduce_enabled,
                                    peer_buffer_kept, set_tensor_parallel)
 
@@ -77,37 +78,40 @@ def rank_device(device_type: str, rank: int) -> torch.device:
     return torch.device("cuda", rank) if device_type == "cuda" else torch.device("cpu")
 
 
-def worker_main(rank: int, size: int, port: int, config, hf_config, model_dir, device_type: str, dtype, conn) -> None:
+def worker_main(rank: int, size: int, port: int, config, hf_config, model_dir, device_type: str, dtype, exercises,
+                conn) -> None:
     """A worker's whole life: join the group, build its ModelRunner shard, then serve calls until told to
-    stop or until the pipe to rank 0 closes."""
+    stop or until the pipe to rank 0 closes. ``exercises``: the ones rank 0 runs the learner's code for
+    (``use_exercises`` there is local to its thread), so that every rank runs the same code."""
     _die_with_parent()
     from nanoinfer.engine.model_runner import ModelRunner
 
     conn.send(("spawned", None))
-    try:
-        device = rank_device(device_type, rank)
-        init_rank(rank, size, port, device, dtype, config.measure_communication)
-        runner = ModelRunner(config, hf_config, model_dir, device, dtype)
-        conn.send(("ready", None))
-        while True:
-            try:
-                method, args, reply = conn.recv()
-            except EOFError:  # rank 0 is gone
-                break
-            if method == "shutdown":
-                runner.release()  # CUDA graphs that captured NCCL calls must go before the communicator
-                disable_peer_all_reduce()
-                dist.destroy_process_group()  # together with every other rank: see WorkerGroup.shutdown
-                break
-            result = getattr(runner, method)(*args)
-            if reply:
-                conn.send(("ok", result))
-    except BaseException:  # report, then exit: rank 0's collectives fail as this process's sockets close
+    with use_exercises(*exercises):
         try:
-            conn.send(("error", traceback.format_exc()))
-        except Exception:
-            pass
-        os._exit(1)
+            device = rank_device(device_type, rank)
+            init_rank(rank, size, port, device, dtype, config.measure_communication)
+            runner = ModelRunner(config, hf_config, model_dir, device, dtype)
+            conn.send(("ready", None))
+            while True:
+                try:
+                    method, args, reply = conn.recv()
+                except EOFError:  # rank 0 is gone
+                    break
+                if method == "shutdown":
+                    runner.release()  # CUDA graphs that captured NCCL calls must go before the communicator
+                    disable_peer_all_reduce()
+                    dist.destroy_process_group()  # together with every other rank: see WorkerGroup.shutdown
+                    break
+                result = getattr(runner, method)(*args)
+                if reply:
+                    conn.send(("ok", result))
+        except BaseException:  # report, then exit: rank 0's collectives fail as this process's sockets close
+            try:
+                conn.send(("error", traceback.format_exc()))
+            except Exception:
+                pass
+            os._exit(1)
     os._exit(0)
 
 
@@ -126,7 +130,8 @@ class WorkerGroup:
         for rank in range(1, size):
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=worker_main, name=f"nanoinfer-tp{rank}", daemon=True,
-                               args=(rank, size, port, config, hf_config, model_dir, device.type, dtype, child))
+                               args=(rank, size, port, config, hf_config, model_dir, device.type, dtype,
+                                     sorted(selected_exercises()), child))
             proc.start()
             child.close()
             self.conns.append(parent)
