@@ -91,7 +91,8 @@ def _sort_key(ex_id: str) -> tuple[int, int]:
 
 def selected() -> frozenset[str]:
     """The exercises that currently run the learner's code instead of the solution."""
-    return getattr(_local, "override", None) or _from_env()
+    override = getattr(_local, "override", None)
+    return override if override is not None else _from_env()
 
 
 @contextmanager
@@ -104,6 +105,13 @@ def use_exercises(*ids: str) -> Iterator[None]:
         yield
     finally:
         _local.override = previous
+
+
+def select_exactly(ids) -> None:
+    """Run the learner's code for exactly ``ids`` in this thread from now on, whatever NANOINFER_EXERCISES
+    says: a tensor-parallel worker takes rank 0's selection this way."""
+    _check_ids(ids)
+    _local.override = frozenset(ids)
 
 
 def implementation(ex_id: str, name: str | None = None) -> Any:

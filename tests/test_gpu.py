@@ -116,6 +116,7 @@ def test_fused_prologue_on_a_llama(tmp_path):
     ref_tokens, ref_logits = run("float32", False)
     tokens, logits = run("float32", True)
     assert tokens == ref_tokens
+    assert logits.keys() == ref_logits.keys() and all(len(logits[i]) == len(ref_tokens[i]) for i in logits)
     assert all(relative_error(x, y) < 1e-5 for i in logits for x, y in zip(logits[i], ref_logits[i]))
 
     def mean_error_to_float32(tokens, logits):  # over the steps whose context is still float32's
@@ -127,9 +128,11 @@ def test_fused_prologue_on_a_llama(tmp_path):
                     break
         return sum(errors) / len(errors)
 
-    fused_error = mean_error_to_float32(*run("bfloat16", True))
-    separate_error = mean_error_to_float32(*run("bfloat16", False))
-    # (H200, 2026-11-28: 3.46% and 3.42%; a wrong rotary or cache write lands far outside this)
+    fused, separate = run("bfloat16", True), run("bfloat16", False)
+    for i in range(len(prompts)):  # the first step: the same context, so only rounding apart
+        assert relative_error(fused[1][i][0], separate[1][i][0]) < 2e-2
+    fused_error, separate_error = mean_error_to_float32(*fused), mean_error_to_float32(*separate)
+    # (measured on an H200, 2026-11-28: 3.46% and 3.42%)
     assert fused_error < 1.25 * separate_error, (fused_error, separate_error)
 
 

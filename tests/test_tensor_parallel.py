@@ -87,15 +87,17 @@ def test_communication_is_measured(tiny_llama):
     assert decode.comm_bytes >= expected_all_reduce and decode.comm_s > 0
 
 
-def test_workers_run_the_exercises_selected_in_the_caller(tiny_llama):
+def test_workers_run_the_exercises_selected_in_the_caller(tiny_llama, monkeypatch):
     """``use_exercises`` is local to the caller's thread; the workers must still run the same code as
-    rank 0 (3.1, naive attention, is selected but not called: the engine uses the torch backend)."""
+    rank 0 (3.1, naive attention, is selected but not called: the engine uses the torch backend), and
+    exactly that, whatever NANOINFER_EXERCISES said when they were spawned."""
     from nanoinfer import use_exercises
 
+    monkeypatch.delenv("NANOINFER_EXERCISES", raising=False)
     with use_exercises("3.1"):
         llm = LLM(tiny_llama, tensor_parallel_size=2)
     with llm:
-        assert llm.engine.model_runner.learner_exercises() == []  # (the block has ended in this thread)
+        assert llm.engine.model_runner.learner_exercises() == ["3.1"]
         llm.engine.workers.call("learner_exercises", reply=True)
         assert llm.engine.workers.replies() == [["3.1"]]
 

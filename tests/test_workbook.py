@@ -152,3 +152,29 @@ def test_notebook_check_function(capsys):
     assert check("3.3") is False
     out = capsys.readouterr().out
     assert "Exercise 3.3" in out and "not done yet" in out
+
+
+def test_a_worker_selects_exactly_what_rank_0_selected(monkeypatch):
+    """A tensor-parallel worker takes rank 0's selection as it is: the environment it inherited adds
+    nothing (rank 0 already counted it), and an empty selection stays empty."""
+    import threading
+
+    from nanoinfer.extensions import select_exactly, selected, use_exercises
+
+    monkeypatch.setenv("NANOINFER_EXERCISES", "5.1")
+    with use_exercises("3.1"):
+        assert selected() == {"3.1", "5.1"}
+    seen = {}
+
+    def worker(ids):  # in a thread of its own, like the worker's one thread: the override is thread-local
+        select_exactly(ids)
+        seen[tuple(ids)] = selected()
+
+    for ids in (["3.1"], []):
+        t = threading.Thread(target=worker, args=(ids,))
+        t.start()
+        t.join()
+    assert seen == {("3.1",): {"3.1"}, (): frozenset()}
+    assert selected() == {"5.1"}  # this thread is untouched
+    with pytest.raises(ValueError, match="9.9"):
+        select_exactly(["9.9"])

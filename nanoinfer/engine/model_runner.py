@@ -114,6 +114,7 @@ class ModelRunner:
         for layer in self.attention_layers:
             layer.backend = self.backend
         self.sampler = Sampler(device, config.seed)
+        self.exercises = sorted(selected())  # (what its components picked their code from as they were built)
         self.fused_prologues = 0
         if device.type == "cuda" and config.fused_attention_prologue and self.backend.name == "triton":
             self.fused_prologues = self._fuse_attention_prologues()
@@ -172,8 +173,9 @@ class ModelRunner:
         self._allocate_local(num_blocks)
 
     def learner_exercises(self) -> list[str]:
-        """The exercises whose learner code this rank runs (rank 0 hands its selection to every worker)."""
-        return sorted(selected())
+        """The exercises whose learner code this rank was built with (rank 0 hands its selection to every
+        worker)."""
+        return self.exercises
 
     def release(self) -> None:
         """Drop the KV cache and the CUDA graphs so that their memory can be used again."""

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from nanoinfer.extensions import selected as selected_exercises, use_exercises
+from nanoinfer.extensions import select_exactly, selected as selected_exercises
 from nanoinfer.distributed import (comm_stats, disable_peer_all_reduce, enable_peer_all_reduce, peer_all_reduce_enabled,
                                    peer_buffer_kept, set_tensor_parallel)
 
@@ -82,36 +82,38 @@ def worker_main(rank: int, size: int, port: int, config, hf_config, model_dir, d
                 conn) -> None:
     """A worker's whole life: join the group, build its ModelRunner shard, then serve calls until told to
     stop or until the pipe to rank 0 closes. ``exercises``: the ones rank 0 runs the learner's code for
-    (``use_exercises`` there is local to its thread), so that every rank runs the same code."""
+    (``use_exercises`` there is local to its thread); the worker selects the same ones. (It imports the
+    learner's modules afresh from disk: a notebook that has not reloaded an edited module runs the old
+    code on rank 0.)"""
     _die_with_parent()
     from nanoinfer.engine.model_runner import ModelRunner
 
     conn.send(("spawned", None))
-    with use_exercises(*exercises):
-        try:
-            device = rank_device(device_type, rank)
-            init_rank(rank, size, port, device, dtype, config.measure_communication)
-            runner = ModelRunner(config, hf_config, model_dir, device, dtype)
-            conn.send(("ready", None))
-            while True:
-                try:
-                    method, args, reply = conn.recv()
-                except EOFError:  # rank 0 is gone
-                    break
-                if method == "shutdown":
-                    runner.release()  # CUDA graphs that captured NCCL calls must go before the communicator
-                    disable_peer_all_reduce()
-                    dist.destroy_process_group()  # together with every other rank: see WorkerGroup.shutdown
-                    break
-                result = getattr(runner, method)(*args)
-                if reply:
-                    conn.send(("ok", result))
-        except BaseException:  # report, then exit: rank 0's collectives fail as this process's sockets close
+    try:
+        select_exactly(exercises)
+        device = rank_device(device_type, rank)
+        init_rank(rank, size, port, device, dtype, config.measure_communication)
+        runner = ModelRunner(config, hf_config, model_dir, device, dtype)
+        conn.send(("ready", None))
+        while True:
             try:
-                conn.send(("error", traceback.format_exc()))
-            except Exception:
-                pass
-            os._exit(1)
+                method, args, reply = conn.recv()
+            except EOFError:  # rank 0 is gone
+                break
+            if method == "shutdown":
+                runner.release()  # CUDA graphs that captured NCCL calls must go before the communicator
+                disable_peer_all_reduce()
+                dist.destroy_process_group()  # together with every other rank: see WorkerGroup.shutdown
+                break
+            result = getattr(runner, method)(*args)
+            if reply:
+                conn.send(("ok", result))
+    except BaseException:  # report, then exit: rank 0's collectives fail as this process's sockets close
+        try:
+            conn.send(("error", traceback.format_exc()))
+        except Exception:
+            pass
+        os._exit(1)
     os._exit(0)
 
 
