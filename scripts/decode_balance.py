@@ -14,27 +14,13 @@ import triton
 
 from nanoinfer.bench import named_workload
 from nanoinfer.layers.attention_triton import LOG2E, _decode_kernel, _decode_reduce_kernel
+from cuda_timing import best_ms as timed  # ms per call, best of 3
 
 dev = torch.device("cuda")
 heads, kv_heads, head_dim, bs = 16, 8, 128, 16
 work = named_workload("nano-vllm", 151936)
 P = np.array([len(p) for p in work.prompts])
 O = np.array(work.output_lens)
-
-
-def timed(fn, iters=20):
-    fn()
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    best = 1e9
-    for _ in range(3):
-        a.record()
-        for _ in range(iters):
-            fn()
-        b.record()
-        torch.cuda.synchronize()
-        best = min(best, a.elapsed_time(b) / iters)
-    return best
 
 
 def run_case(lens):

@@ -12,25 +12,11 @@ import torch.nn.functional as F
 import triton
 
 from nanoinfer.layers.attention_triton import LOG2E, _decode_kernel, decode_splits_for
+from cuda_timing import best_ms as timed  # ms per call, best of 3
 
 torch.manual_seed(0)
 dev = torch.device("cuda")
 results = {"card": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}
-
-
-def timed(fn, iters=20):
-    fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    best = float("inf")
-    for _ in range(3):
-        start.record()
-        for _ in range(iters):
-            fn()
-        end.record()
-        torch.cuda.synchronize()
-        best = min(best, start.elapsed_time(end) / iters)
-    return best  # ms
 
 
 # ---- bandwidth references -------------------------------------------------------------------------

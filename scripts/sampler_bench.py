@@ -11,21 +11,14 @@ import torch
 
 from nanoinfer.extensions import solution
 from nanoinfer.layers.sampler_triton import gumbel_max_sample_triton
+from cuda_timing import best_ms
 
 compiled = torch.compile(solution("3.2"), dynamic=True)
 results = {"card": torch.cuda.get_device_name()}
 
 
 def timed(fn, iters=50):
-    fn()
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(iters):
-        fn()
-    b.record()
-    torch.cuda.synchronize()
-    return a.elapsed_time(b) / iters * 1e3
+    return best_ms(fn, iters, repeats=1) * 1e3  # us per call, one run
 
 
 for rows in (1, 16, 64, 128, 256):
