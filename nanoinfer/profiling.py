@@ -22,13 +22,13 @@ CATEGORIES = [
     ("attention", ("_decode_kernel", "_decode_reduce", "_prefill_kernel", "_store_kv", "flash", "attn",
                    "scaled_dot_product", "index_select", "index_copy", "fmha")),
     ("sampling", ("argmax", "exponential", "sort", "cumsum", "topk", "distribution", "multinomial",
-                  "gumbel")),
+                  "gumbel", "_chunk_best_kernel", "_pick_chunk_kernel", "MaxOps")),
     ("GEMM", ("gemm", "xmma", "cutlass", "nvjet", "cublas", "aten::mm", "aten::addmm", "aten::linear",
               "aten::matmul", "sm90", "sm80")),
-    ("copies", ("memcpy", "memset", "aten::copy_", "aten::to", "aten::fill_")),
-    ("norm / rotary / activation", ("triton_", "elementwise", "vectorized", "reduce_kernel", "aten::mul",
-                                    "aten::add", "aten::silu", "aten::rsqrt", "aten::pow", "aten::mean",
-                                    "aten::cat", "aten::neg", "aten::embedding")),
+    ("copies", ("memcpy", "memset", "CatArrayBatchedCopy", "aten::copy_", "aten::to", "aten::fill_")),
+    ("norm / rotary / activation", ("triton_", "_qk_prologue_kernel", "elementwise", "vectorized",
+                                    "reduce_kernel", "aten::mul", "aten::add", "aten::silu", "aten::rsqrt",
+                                    "aten::pow", "aten::mean", "aten::cat", "aten::neg", "aten::embedding")),
 ]
 
 
@@ -53,10 +53,33 @@ def _start_decoding(llm, num_seqs: int, context_len: int, steps: int) -> None:
         llm.engine.step()
 
 
+def time_per_kernel(events, steps: int, cuda: bool) -> tuple[dict, dict, dict]:
+    """Milliseconds per step by category and by kernel (on a CPU: by operator), and the host time of the
+    engine's own named ranges (``record_function("nanoinfer.*")``), from a profiler's ``key_averages()``."""
+    totals: dict[str, float] = {}
+    kernels: dict[str, float] = {}
+    host: dict[str, float] = {}
+    for evt in events:
+        if evt.key.startswith("nanoinfer."):
+            host[evt.key.removeprefix("nanoinfer.")] = evt.cpu_time_total / 1e3 / steps
+            continue
+        if cuda:  # the kernels and copies themselves: an operator launched outside a CUDA graph (the LM
+            # head's matmul, the logits' gather, the sampler) also carries its kernels' time, counted twice
+            on_device = evt.device_type != torch.autograd.DeviceType.CPU
+            us = evt.self_device_time_total if on_device else 0
+        else:
+            us = evt.self_cpu_time_total if evt.key.startswith("aten::") else 0
+        if us > 0:
+            totals[category(evt.key)] = totals.get(category(evt.key), 0.0) + us / 1e3 / steps
+            kernels[evt.key] = kernels.get(evt.key, 0.0) + us / 1e3 / steps
+    return totals, kernels, host
+
+
 def profile_decode(llm, num_seqs: int = 1, context_len: int = 512, steps: int = 5,
-                   trace_path: str | None = None):
+                   trace_path: str | None = None, top_kernels: int = 30):
     """Profile ``steps`` decode steps of ``num_seqs`` sequences; return a DataFrame of time per category
-    (milliseconds per step and share), with ``.attrs`` holding the wall time per step."""
+    (milliseconds per step and share), with ``.attrs`` holding the wall time per step and the
+    ``top_kernels`` longest kernels (name, category, milliseconds per step)."""
     import pandas as pd
     from torch.profiler import ProfilerActivity, profile
 
@@ -74,23 +97,14 @@ def profile_decode(llm, num_seqs: int = 1, context_len: int = 512, steps: int = 
     if trace_path:
         prof.export_chrome_trace(trace_path)
 
-    totals: dict[str, float] = {}
-    host: dict[str, float] = {}  # the engine's own named ranges (record_function), in host milliseconds
-    for evt in prof.key_averages():
-        if evt.key.startswith("nanoinfer."):
-            host[evt.key.removeprefix("nanoinfer.")] = evt.cpu_time_total / 1e3 / steps
-            continue
-        if cuda:
-            us = getattr(evt, "self_device_time_total", None) or getattr(evt, "self_cuda_time_total", 0)
-        else:
-            us = evt.self_cpu_time_total if evt.key.startswith("aten::") else 0
-        if us > 0:
-            totals[category(evt.key)] = totals.get(category(evt.key), 0.0) + us / 1e3 / steps
+    totals, kernels, host = time_per_kernel(prof.key_averages(), steps, cuda)
     busy = sum(totals.values())
     if cuda:  # what the device did not cover: the launch and Python overhead that CUDA graphs remove
         totals["CPU overhead (device idle)"] = max(0.0, wall_ms - busy)
     table = pd.DataFrame({"ms_per_step": totals}).sort_values("ms_per_step", ascending=False)
     table["share"] = table["ms_per_step"] / table["ms_per_step"].sum()
+    top = sorted(kernels.items(), key=lambda kv: -kv[1])[:top_kernels]
     table.attrs.update(wall_ms_per_step=wall_ms, host_ms_per_step=host, num_seqs=num_seqs, context_len=context_len,
-                       device=str(llm.engine.device), graphs=llm.model_runner.graphs is not None)
+                       device=str(llm.engine.device), graphs=llm.model_runner.graphs is not None,
+                       top_kernels=[{"name": name, "category": category(name), "ms_per_step": ms} for name, ms in top])
     return table

@@ -61,7 +61,10 @@ def main(out_path: str, sizes: list[str]) -> None:
                   "seconds": result.seconds, "tokens_per_s": result.generated_per_s, "phases": phases,
                   "decode_host_ms": host, "decode_profile_ms": table["ms_per_step"].round(3).to_dict(),
                   "decode_wall_ms_per_step": table.attrs["wall_ms_per_step"],
-                  "comm_share_of_kernel_time": comm / kernels if kernels else 0.0, "env": environment()}
+                  "comm_share_of_kernel_time": comm / kernels if kernels else 0.0,
+                  "decode_profile_top_kernels": [{**k, "ms_per_step": round(k["ms_per_step"], 4)}
+                                                 for k in table.attrs["top_kernels"]],
+                  "env": environment()}
         print(json.dumps(record), flush=True)
         with open(out_path, "a") as f:
             f.write(json.dumps(record) + "\n")
