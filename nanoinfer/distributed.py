@@ -34,6 +34,17 @@ class CommStats:
         self.__init__()
         self.timed = timed
 
+    def volume(self) -> tuple[int, int, int, int]:
+        """Calls and bytes so far: (all-reduce calls, bytes, all-gather calls, bytes)."""
+        return self.all_reduce_calls, self.all_reduce_bytes, self.all_gather_calls, self.all_gather_bytes
+
+    def add_volume(self, volume: tuple[int, int, int, int]) -> None:
+        """Count collectives that ran without Python seeing them (a CUDA graph's replay)."""
+        self.all_reduce_calls += volume[0]
+        self.all_reduce_bytes += volume[1]
+        self.all_gather_calls += volume[2]
+        self.all_gather_bytes += volume[3]
+
 
 _tp_rank = 0
 _tp_size = 1

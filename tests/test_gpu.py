@@ -322,6 +322,20 @@ def test_tensor_parallel_bf16_on_gpus_matches_one_gpu(tiny_qwen3):
     assert errors[2] < 1.5 * errors[1] and firsts[2] < 1.5 * firsts[1], (errors, firsts)
 
 
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_communication_of_replayed_graphs_is_counted(tiny_qwen3):
+    """A decode step replayed from a CUDA graph runs its all-reduces without Python seeing them; the step
+    timeline still counts their bytes (those of the padded batch the graph was captured for)."""
+    with LLM(tiny_qwen3, tensor_parallel_size=2, max_model_len=256, gpu_memory_utilization=0.3) as llm:
+        llm.generate([[1, 2, 3]] * 3, SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True),
+                     use_tqdm=False)
+        steps = llm.step_timeline()
+        assert llm.model_runner.graphs.coverage.replayed_steps > 0
+    decode = steps[steps.phase == "decode"]
+    hidden, layers = 64, 2  # the tiny Qwen3 (tests/helpers.py), bf16
+    assert (decode.comm_bytes >= decode.num_tokens * (2 * layers + 1) * hidden * 2).all(), decode.comm_bytes
+
+
 def _peer_all_reduce_in_place_calls() -> int:
     """On rank 0 (this process): how many all-reduces summed a row-parallel output in place."""
     from nanoinfer import distributed

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nanoinfer.distributed import comm_stats
 from nanoinfer.extensions import implementation
 from nanoinfer.layers.attention import AttentionMetadata
 
@@ -63,6 +64,7 @@ class CudaGraphRunner:
             self.outputs = torch.zeros(n, hidden_size, dtype=dtype)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.metas: dict[int, AttentionMetadata] = {}  # kept alive: their scratch buffers belong to the graphs
+        self.comm_volume: dict[int, tuple[int, int, int, int]] = {}  # collectives in each graph (comm_stats)
 
     def _metadata(self, size: int) -> AttentionMetadata:
         """Views of the static buffers for a graph of ``size`` rows. The context bound is max_model_len:
@@ -88,8 +90,11 @@ class CudaGraphRunner:
                 torch.cuda.synchronize()
                 graph = torch.cuda.CUDAGraph()
                 self.metas[size] = self._metadata(size)
+                before = comm_stats.volume()
                 with torch.cuda.graph(graph, pool):
                     self.outputs[:size] = self.model(*args, self.metas[size])
+                # The collectives recorded in the graph, counted again at each replay (their time is not).
+                self.comm_volume[size] = tuple(b - a for a, b in zip(before, comm_stats.volume()))
                 pool = graph.pool()
                 self.graphs[size] = graph
         finally:
@@ -110,6 +115,7 @@ class CudaGraphRunner:
         self.seq_lens[batch:size] = 0
         self.block_tables[:batch, :width] = meta.block_tables
         self.graphs[size].replay()
+        comm_stats.add_volume(self.comm_volume[size])
         c = self.coverage
         c.replayed_steps += 1
         c.replayed_rows += batch

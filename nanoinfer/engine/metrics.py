@@ -20,7 +20,8 @@ class StepRecord:
     model_s: float
     postprocess_s: float
     comm_bytes: int = 0  # bytes this rank sent through all-reduce / all-gather during the step
-    comm_s: float = 0.0  # seconds inside those collectives (only with measure_communication=True)
+    comm_s: float = 0.0  # seconds inside those collectives (only with measure_communication=True; not
+    # those a CUDA graph replays, which count in comm_bytes only: enforce_eager times every one)
 
     @property
     def seconds(self) -> float:
