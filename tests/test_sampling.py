@@ -40,6 +40,17 @@ def test_top_k_top_p_mask():
     assert kept[1].sum() == 2
 
 
+def test_rows_without_a_cut_keep_every_token():
+    """A top_p of 1.0 cuts nothing, even where float32 softmax sums pass 1.0 (a row of 151,936 logits):
+    a request without a cut must not depend on whether another row in its batch has one."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 151936, generator=g) * torch.tensor([[2.0], [4.0], [6.0], [3.0]])
+    kept = apply_top_k_top_p(logits, torch.ones(4), top_k=torch.full((4,), 151936),
+                             top_p=torch.tensor([1.0, 1.0, 1.0, 0.9]))
+    assert torch.isfinite(kept[:3]).all()
+    assert not torch.isfinite(kept[3]).all()
+
+
 def test_sampled_tokens_follow_the_distribution(tiny_llama):
     """Thousands of one-token draws from one prompt: frequencies match softmax(logits / T)."""
     llm = LLM(str(tiny_llama), max_model_len=128)

@@ -22,7 +22,8 @@ def apply_top_k_top_p(logits: torch.Tensor, temperatures: torch.Tensor, top_k: t
     drop = rank >= top_k.unsqueeze(1)
     probs = sorted_logits.softmax(dim=-1)
     # Drop a token when the tokens ranked before it already cover top_p (the first token always stays).
-    drop |= (probs.cumsum(dim=-1) - probs) >= top_p.unsqueeze(1)
+    # Only in rows that ask for it: a float32 cumsum can pass 1.0 and cut a top_p=1.0 row's tail.
+    drop |= ((probs.cumsum(dim=-1) - probs) >= top_p.unsqueeze(1)) & (top_p < 1.0).unsqueeze(1)
     drop = drop.scatter(1, order, drop)  # back to vocabulary order
     return logits.masked_fill(drop, float("-inf"))
 
