@@ -60,12 +60,14 @@ def time_per_kernel(events, steps: int, cuda: bool) -> tuple[dict, dict, dict]:
     kernels: dict[str, float] = {}
     host: dict[str, float] = {}
     for evt in events:
-        if evt.key.startswith("nanoinfer."):
-            host[evt.key.removeprefix("nanoinfer.")] = evt.cpu_time_total / 1e3 / steps
+        if evt.key.startswith("nanoinfer."):  # (a GPU copy of the range has no host time: keep the larger)
+            name = evt.key.removeprefix("nanoinfer.")
+            host[name] = max(host.get(name, 0.0), evt.cpu_time_total / 1e3 / steps)
             continue
-        if cuda:  # the kernels and copies themselves: an operator launched outside a CUDA graph (the LM
-            # head's matmul, the logits' gather, the sampler) also carries its kernels' time, counted twice
-            on_device = evt.device_type != torch.autograd.DeviceType.CPU
+        if cuda:  # the kernels and copies themselves. An operator launched outside a CUDA graph (the LM
+            # head's matmul, the logits' gather, the sampler) also carries its kernels' time, and a named
+            # range (nccl:all_gather, ...) has a copy on the GPU timeline spanning them: both would count twice
+            on_device = evt.device_type != torch.autograd.DeviceType.CPU and not evt.is_user_annotation
             us = evt.self_device_time_total if on_device else 0
         else:
             us = evt.self_cpu_time_total if evt.key.startswith("aten::") else 0

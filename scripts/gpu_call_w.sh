@@ -17,6 +17,7 @@ while [ $# -gt 0 ]; do
       stage=${1#branch-}; shift
       (cd /tmp/branch && PYTHONPATH=/tmp/branch bash scripts/gpu_call_v.sh "$stage" "$@")
       exit ;;
+    *) echo "unknown stage: $1" | tee -a "$OUT/$LOG"; exit 2 ;;
   esac
   shift
 done

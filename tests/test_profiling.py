@@ -48,21 +48,23 @@ def test_gpu_time_counts_each_kernel_once():
 
     from torch.autograd import DeviceType
 
-    def event(key, device_type, self_device_us, cpu_us=0.0):
+    def event(key, device_type, self_device_us, cpu_us=0.0, annotation=False):
         return SimpleNamespace(key=key, device_type=device_type, self_device_time_total=self_device_us,
-                               self_cpu_time_total=cpu_us, cpu_time_total=cpu_us)
+                               self_cpu_time_total=cpu_us, cpu_time_total=cpu_us, is_user_annotation=annotation)
 
     events = [
         event("aten::mm", DeviceType.CPU, 400.0, cpu_us=30.0),  # the LM head, eager: its kernel's time
         event("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_TNT", DeviceType.CUDA, 400.0),
-        event("nccl:all_gather", DeviceType.CPU, 200.0),
+        event("nccl:all_gather", DeviceType.CPU, 200.0, annotation=True),
+        event("nccl:all_gather", DeviceType.CUDA, 240.0, annotation=True),  # its range on the GPU timeline
         event("record_param_comms", DeviceType.CPU, 200.0),
         event("ncclDevKernel_AllGather_RING_LL(ncclDevKernelArgsStorage<4096ul>)", DeviceType.CUDA, 200.0),
-        event("nanoinfer.prepare", DeviceType.CPU, 0.0, cpu_us=1000.0),
+        event("nanoinfer.prepare", DeviceType.CPU, 0.0, cpu_us=1000.0, annotation=True),
+        event("nanoinfer.prepare", DeviceType.CUDA, 900.0, annotation=True),  # (no host time)
     ]
     totals, kernels, host = time_per_kernel(events, steps=2, cuda=True)
     assert totals == {"GEMM": 0.2, "communication": 0.1}
-    assert set(kernels) == {events[1].key, events[4].key}
+    assert set(kernels) == {events[1].key, events[5].key}
     assert host == {"prepare": 0.5}
     totals, kernels, _ = time_per_kernel(events, steps=2, cuda=False)  # a CPU: operators' own times
     assert totals == {"GEMM": 0.015} and list(kernels) == ["aten::mm"]
