@@ -56,7 +56,6 @@ def _start_decoding(llm, num_seqs: int, context_len: int, steps: int) -> None:
 def time_per_kernel(events, steps: int, cuda: bool) -> tuple[dict, dict, dict]:
     """Milliseconds per step by category and by kernel (on a CPU: by operator), and the host time of the
     engine's own named ranges (``record_function("nanoinfer.*")``), from a profiler's ``key_averages()``."""
-    totals: dict[str, float] = {}
     kernels: dict[str, float] = {}
     host: dict[str, float] = {}
     for evt in events:
@@ -72,8 +71,10 @@ def time_per_kernel(events, steps: int, cuda: bool) -> tuple[dict, dict, dict]:
         else:
             us = evt.self_cpu_time_total if evt.key.startswith("aten::") else 0
         if us > 0:
-            totals[category(evt.key)] = totals.get(category(evt.key), 0.0) + us / 1e3 / steps
             kernels[evt.key] = kernels.get(evt.key, 0.0) + us / 1e3 / steps
+    totals: dict[str, float] = {}
+    for name, ms in kernels.items():
+        totals[category(name)] = totals.get(category(name), 0.0) + ms
     return totals, kernels, host
 
 

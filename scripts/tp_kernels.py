@@ -5,8 +5,8 @@
 """
 
 import json
-import subprocess
-import sys
+
+from per_size import run_per_size
 
 MODEL = "qwen3-8b"
 
@@ -26,11 +26,4 @@ def one(out_path: str, tp: int) -> None:
 
 
 if __name__ == "__main__":
-    out_path, sizes = sys.argv[1], sys.argv[2:]
-    if len(sizes) == 1:
-        one(out_path, int(sizes[0]))
-    else:  # each size in its own process (a second peer-memory engine in one process falls back to NCCL)
-        for size in sizes:
-            done = subprocess.run([sys.executable, __file__, out_path, size], check=False)
-            if done.returncode:
-                print(f"TP={size} failed (exit code {done.returncode}); going on with the other sizes", flush=True)
+    run_per_size(__file__, lambda out_path, size: one(out_path, int(size)))
