@@ -133,8 +133,10 @@ def enable_peer_all_reduce(device: torch.device, dtype: torch.dtype) -> str:
         return "nccl"  # (older symmetric-memory APIs differ)
     # A second engine in the same caller process (a notebook cell run twice): PyTorch's symmetric memory
     # then waited 120 s in its rendezvous and failed (seen twice on H200 x2, torch 2.11), so rank 0 says
-    # no at once and every rank stays with NCCL.
-    again = _peer_tried_in_this_process
+    # no at once and every rank stays with NCCL. The ranks agree on that before any of them allocates:
+    # a worker must not allocate symmetric memory that rank 0 never will (an allocation may wait for
+    # every rank, and so may freeing it).
+    again = not _all_ranks_agree(not _peer_tried_in_this_process, device)
     candidate = None
     if not again:
         try:

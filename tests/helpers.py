@@ -100,6 +100,53 @@ def generate_with_logits(llm, prompts, params):
     return [o.token_ids for o in outputs], logits
 
 
+def mean_error_to_reference(tokens, logits, ref_tokens, ref_logits, first_step_only=False):
+    """Mean relative error of the logits to a reference run's, over each prompt's steps up to and
+    including the first token that differs (after it the contexts part), or over the first steps only."""
+    errors = []
+    for i, (got, want) in enumerate(zip(tokens, ref_tokens)):
+        for k, (a, b) in enumerate(zip(got, want)):
+            errors.append(relative_error(logits[i][k], ref_logits[i][k]))
+            if a != b or first_step_only:
+                break
+    return sum(errors) / len(errors)
+
+
+def run_in_child(source: str, *args, timeout: float = 300) -> dict:
+    """Run the Python ``source`` in a fresh interpreter (the tests folder importable, ``args`` in
+    sys.argv[1:]) and return the JSON object it printed on its last line that starts with "RESULT ".
+
+    The GPU tests run each tensor-parallel engine this way: PyTorch sets up peer memory once per process,
+    so each engine gets a process of its own; and a hang becomes a failure that shows where every thread
+    of the child was (faulthandler), instead of stopping the suite."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    prologue = ("import faulthandler, sys\n"
+                f"faulthandler.dump_traceback_later({max(timeout - 30, 5)}, exit=True)\n"
+                f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n")
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as script:
+        script.write(prologue + source)
+    # (a session of its own, so that the child and its engine's workers can be killed together)
+    child = subprocess.Popen([sys.executable, script.name, *map(str, args)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        out, err = child.communicate()
+        raise AssertionError(f"the child ran past {timeout} s\n{out[-3000:]}\n{err[-6000:]}") from None
+    finally:
+        os.unlink(script.name)
+    results = [line[len("RESULT "):] for line in out.splitlines() if line.startswith("RESULT ")]
+    assert child.returncode == 0 and results, f"the child exited with {child.returncode}\n{out[-3000:]}\n{err[-6000:]}"
+    return json.loads(results[-1])
+
+
 def kill_a_worker_during_decode(llm, step: int = 5) -> dict:
     """SIGKILL tensor-parallel rank 1 when the engine schedules a decode at ``step``; the returned dict
     gets the kill time under "at"."""
