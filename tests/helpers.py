@@ -112,6 +112,18 @@ def mean_error_to_reference(tokens, logits, ref_tokens, ref_logits, first_step_o
     return sum(errors) / len(errors)
 
 
+# Spawned workers import the child's main module too (as "__mp_main__"): they print their stacks a few
+# seconds before the child does and ends, which ends them. (faulthandler's timer needs no interpreter
+# lock: it fires even while a main thread is stuck in C.)
+_CHILD_PROLOGUE = """import faulthandler, sys
+sys.path.insert(0, {tests!r})
+if __name__ == "__mp_main__":
+    faulthandler.dump_traceback_later({hang_s} - 4, exit=False)
+else:
+    faulthandler.dump_traceback_later({hang_s}, exit=True)
+"""
+
+
 def run_in_child(source: str, *args, timeout: float = 300) -> dict:
     """Run the Python ``source`` in a fresh interpreter (the tests folder importable, ``args`` in
     sys.argv[1:]) and return the JSON object it printed on its last line that starts with "RESULT ".
@@ -126,9 +138,7 @@ def run_in_child(source: str, *args, timeout: float = 300) -> dict:
     import sys
     import tempfile
 
-    prologue = ("import faulthandler, sys\n"
-                f"faulthandler.dump_traceback_later({max(timeout - 30, 5)}, exit=True)\n"
-                f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n")
+    prologue = _CHILD_PROLOGUE.format(hang_s=max(timeout - 30, 10), tests=str(Path(__file__).parent))
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as script:
         script.write(prologue + source)
     # (a session of its own, so that the child and its engine's workers can be killed together)

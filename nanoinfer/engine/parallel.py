@@ -13,7 +13,9 @@ worker die and turns the stuck or failing collective into a clear error within s
 from __future__ import annotations
 
 import atexit
+import faulthandler
 import os
+import signal
 import socket
 import sys
 import threading
@@ -86,6 +88,8 @@ def worker_main(rank: int, size: int, port: int, config, hf_config, model_dir, d
     learner's modules afresh from disk: a notebook that has not reloaded an edited module runs the old
     code on rank 0.)"""
     _die_with_parent()
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints where a stuck rank is, to the caller's stderr
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     from nanoinfer.engine.model_runner import ModelRunner
 
     conn.send(("spawned", None))
