@@ -117,3 +117,52 @@ def test_row_parallel_layers_alternate_the_shared_all_reduce_buffers(tiny_llama)
         for layer in model.model.layers:
             assert (layer.self_attn.o_proj.output_slot, layer.mlp.down_proj.output_slot) == (0, 1)
         assert sum(isinstance(m, RowParallelLinear) for m in model.modules()) == 2 * len(model.model.layers)
+
+
+def _set_up_peer_memory(rank: int, port: int, tried_before: bool, results) -> None:
+    """One rank of test_a_second_engine_allocates_no_shared_memory (a spawned process, gloo)."""
+    import torch
+    import torch.distributed as dist
+
+    from nanoinfer import distributed
+
+    allocated = []
+
+    class Recorder:  # stands in for the shared buffers (CUDA only): records that a rank allocated them
+        def __init__(self, *args, **kwargs):
+            allocated.append(rank)
+            raise RuntimeError("no symmetric memory on a CPU")
+
+    distributed.PeerMemoryAllReduce = Recorder
+    distributed._peer_tried_in_this_process = tried_before
+    distributed.set_tensor_parallel(rank, 2)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        path = distributed.enable_peer_all_reduce(torch.device("cpu"), torch.bfloat16)
+    finally:
+        dist.destroy_process_group()
+    results.put((rank, path, bool(allocated)))
+
+
+@pytest.mark.parametrize("rank0_tried_before", [True, False])
+def test_a_second_engine_allocates_no_shared_memory(rank0_tried_before):
+    """When the caller (rank 0) already set up peer memory for an earlier engine, no rank allocates the
+    shared buffers for this one: a worker must not allocate what rank 0 never will. (Its fresh workers do
+    not know about the earlier engine; the ranks agree first.) Otherwise every rank tries."""
+    from nanoinfer.engine.parallel import free_port
+
+    ctx = multiprocessing.get_context("spawn")
+    results, port = ctx.Queue(), free_port()
+    procs = [ctx.Process(target=_set_up_peer_memory, args=(rank, port, rank == 0 and rank0_tried_before, results))
+             for rank in range(2)]
+    for p in procs:
+        p.start()
+    try:
+        got = sorted(results.get(timeout=60) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    assert [path for _, path, _ in got] == ["nccl", "nccl"]
+    assert [allocated for _, _, allocated in got] == [not rank0_tried_before] * 2
