@@ -166,3 +166,32 @@ def test_a_second_engine_allocates_no_shared_memory(rank0_tried_before):
                 p.kill()
     assert [path for _, path, _ in got] == ["nccl", "nccl"]
     assert [allocated for _, _, allocated in got] == [not rank0_tried_before] * 2
+
+
+def test_released_cuda_graphs_are_destroyed_even_if_held():
+    """Shutting an engine down destroys its CUDA graphs even when the caller still holds the runner (a
+    notebook reading its coverage): a graph that captured NCCL calls would keep the process group's
+    teardown waiting forever. (Stand-in graphs: a CPU has none.)"""
+    import torch
+
+    from nanoinfer.engine.cuda_graphs import CudaGraphRunner
+    from nanoinfer.engine.model_runner import ModelRunner
+
+    class Graph:
+        destroyed = False
+
+        def reset(self):
+            self.destroyed = True
+
+    graphs = CudaGraphRunner(None, None, kv_heads=2, hidden_size=8, max_batch_size=4, max_model_len=32,
+                             block_size=16, device=torch.device("cpu"), dtype=torch.float32)
+    captured = {size: Graph() for size in graphs.sizes}
+    graphs.graphs.update(captured)
+    graphs.coverage.replayed_steps = 3
+    runner = ModelRunner.__new__(ModelRunner)  # only what release() touches
+    runner.graphs, runner.kv_cache, runner.attention_layers, runner.device = graphs, None, [], torch.device("cpu")
+    held = runner.graphs
+    runner.release()
+    assert runner.graphs is None and held.graphs == {}
+    assert all(graph.destroyed for graph in captured.values())
+    assert held.coverage.replayed_steps == 3  # still readable

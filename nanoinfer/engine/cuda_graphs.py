@@ -102,6 +102,15 @@ class CudaGraphRunner:
                 self.backend.decode_splits = None  # eager steps choose per step again
         torch.cuda.synchronize()
 
+    def release(self) -> None:
+        """Destroy the captured graphs now, even if someone still holds this runner (a notebook reading
+        ``coverage``): a graph that captured NCCL calls keeps its communicator from being destroyed, and
+        the process group's teardown would wait for it forever. Coverage stays readable."""
+        for graph in self.graphs.values():
+            graph.reset()
+        self.graphs.clear()
+        self.metas.clear()
+
     def run(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         """Replay the smallest graph that holds this decode batch; return the hidden states of its rows."""
         batch = input_ids.shape[0]

@@ -179,6 +179,8 @@ class ModelRunner:
 
     def release(self) -> None:
         """Drop the KV cache and the CUDA graphs so that their memory can be used again."""
+        if self.graphs is not None:
+            self.graphs.release()  # (destroyed, not only dropped: see CudaGraphRunner.release)
         self.graphs = None
         self.kv_cache = None
         for layer in self.attention_layers:
