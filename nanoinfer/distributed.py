@@ -144,7 +144,7 @@ def enable_peer_all_reduce(device: torch.device, dtype: torch.dtype) -> str:
         except Exception:
             pass
     if not _all_ranks_agree(candidate is not None, device):
-        if again:
+        if again and _tp_rank == 0:  # (the workers are new processes: the caller's notebook is the one to restart)
             warnings.warn("this process already tried to set up the peer-memory all-reduce for an earlier "
                           "engine, and PyTorch cannot set it up twice: this engine's all-reduces go through NCCL "
                           "(slower decode); start a new Python process (restart the kernel) for the faster path")

@@ -112,15 +112,18 @@ def mean_error_to_reference(tokens, logits, ref_tokens, ref_logits, first_step_o
     return sum(errors) / len(errors)
 
 
-# Spawned workers import the child's main module too (as "__mp_main__"): they print their stacks a few
-# seconds before the child does and ends, which ends them. (faulthandler's timer needs no interpreter
-# lock: it fires even while a main thread is stuck in C.)
-_CHILD_PROLOGUE = """import faulthandler, sys
+# Every process of the child's engine prints its stacks at one deadline (workers 4 s before the child,
+# which then ends and so ends them): spawned workers import the child's main module too, as
+# "__mp_main__", and inherit the deadline through the environment. faulthandler's timer needs no
+# interpreter lock, so it fires even while a main thread is stuck in C. The child also dies with pytest.
+_CHILD_PROLOGUE = """import faulthandler, os, sys, time
 sys.path.insert(0, {tests!r})
-if __name__ == "__mp_main__":
-    faulthandler.dump_traceback_later({hang_s} - 4, exit=False)
-else:
-    faulthandler.dump_traceback_later({hang_s}, exit=True)
+_main = __name__ == "__main__"
+if _main and sys.platform.startswith("linux"):
+    import ctypes, signal
+    ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: end with the test process
+_left = float(os.environ["NANOINFER_TEST_DEADLINE"]) - time.time() - (0 if _main else 4)
+faulthandler.dump_traceback_later(max(_left, 1), exit=_main)
 """
 
 
@@ -137,19 +140,25 @@ def run_in_child(source: str, *args, timeout: float = 300) -> dict:
     import subprocess
     import sys
     import tempfile
+    import time
 
-    prologue = _CHILD_PROLOGUE.format(hang_s=max(timeout - 30, 10), tests=str(Path(__file__).parent))
+    prologue = _CHILD_PROLOGUE.format(tests=str(Path(__file__).parent))
+    deadline = time.time() + max(timeout - 30, 10)  # (then the stacks; at the timeout, SIGKILL)
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as script:
         script.write(prologue + source)
     # (a session of its own, so that the child and its engine's workers can be killed together)
     child = subprocess.Popen([sys.executable, script.name, *map(str, args)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+                             stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             env={**os.environ, "NANOINFER_TEST_DEADLINE": str(deadline)})
     try:
         out, err = child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(child.pid, signal.SIGKILL)
-        out, err = child.communicate()
+        out, err = child.communicate(timeout=30)
         raise AssertionError(f"the child ran past {timeout} s\n{out[-3000:]}\n{err[-6000:]}") from None
+    except BaseException:  # Ctrl-C: the child and its workers go too
+        os.killpg(child.pid, signal.SIGKILL)
+        raise
     finally:
         os.unlink(script.name)
     results = [line[len("RESULT "):] for line in out.splitlines() if line.startswith("RESULT ")]
