@@ -166,6 +166,27 @@ def run_in_child(source: str, *args, timeout: float = 300) -> dict:
     return json.loads(results[-1])
 
 
+def run_spawned_ranks(target, size: int, args=lambda rank: (), timeout: float = 120) -> list:
+    """Run ``target(rank, port, results, *args(rank))`` in ``size`` spawned processes (``port``: a free one
+    for their process group) and return what they put on ``results``, sorted; stop them all in any case."""
+    import multiprocessing
+
+    from nanoinfer.engine.parallel import free_port
+
+    ctx = multiprocessing.get_context("spawn")
+    results, port = ctx.Queue(), free_port()
+    procs = [ctx.Process(target=target, args=(rank, port, results, *args(rank))) for rank in range(size)]
+    try:
+        for p in procs:
+            p.start()
+        return sorted(results.get(timeout=timeout) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+
+
 def kill_a_worker_during_decode(llm, step: int = 5) -> dict:
     """SIGKILL tensor-parallel rank 1 when the engine schedules a decode at ``step``; the returned dict
     gets the kill time under "at"."""

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers import (assert_no_leaks, generate_with_logits, make_tiny_checkpoint, mean_error_to_reference,
-                     relative_error, run_in_child)
+                     relative_error, run_in_child, run_spawned_ranks)
 from nanoinfer import LLM, SamplingParams
 
 pytestmark = pytest.mark.gpu
@@ -172,7 +172,7 @@ def test_memory_plan_fills_the_budget(tiny_qwen3):
     assert torch.cuda.mem_get_info()[0] > 0.85 * total
 
 
-def _peer_all_reduce_rank(rank: int, size: int, port: int, results, mode: str = "peer") -> None:
+def _peer_all_reduce_rank(rank: int, port: int, results, size: int, mode: str = "peer") -> None:
     import os
 
     from nanoinfer import distributed
@@ -207,22 +207,7 @@ def _peer_all_reduce_rank(rank: int, size: int, port: int, results, mode: str = 
 @pytest.mark.parametrize("mode", ["peer", "peer-oneshot"])
 def test_peer_memory_all_reduce_matches_nccl(mode):
     """The peer-memory all-reduce of small bf16 tensors sums like NCCL in float32, to bf16 rounding."""
-    import torch.multiprocessing as mp
-
-    from nanoinfer.engine.parallel import free_port
-
-    ctx = mp.get_context("spawn")
-    results, port = ctx.Queue(), free_port()
-    procs = [ctx.Process(target=_peer_all_reduce_rank, args=(r, 2, port, results, mode)) for r in range(2)]
-    try:
-        for p in procs:
-            p.start()
-        got = sorted(results.get(timeout=120) for _ in procs)
-    finally:
-        for p in procs:
-            p.join(timeout=60)
-            if p.is_alive():
-                p.kill()
+    got = run_spawned_ranks(_peer_all_reduce_rank, 2, lambda rank: (2, mode))
     for rank, path, errors in got:
         assert path.startswith("peer memory"), f"rank {rank} fell back to {path}"
         assert ("one-shot" in path) == (mode == "peer-oneshot"), path

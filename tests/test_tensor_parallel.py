@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from helpers import assert_no_leaks, generate_with_logits, kill_a_worker_during_decode, relative_error
+from helpers import (assert_no_leaks, generate_with_logits, kill_a_worker_during_decode, relative_error,
+                     run_spawned_ranks)
 from nanoinfer import LLM, SamplingParams
 from nanoinfer.engine.parallel import WorkerDied
 
@@ -119,7 +120,7 @@ def test_row_parallel_layers_alternate_the_shared_all_reduce_buffers(tiny_llama)
         assert sum(isinstance(m, RowParallelLinear) for m in model.modules()) == 2 * len(model.model.layers)
 
 
-def _set_up_peer_memory(rank: int, port: int, tried_before: bool, results) -> None:
+def _set_up_peer_memory(rank: int, port: int, results, tried_before: bool) -> None:
     """One rank of test_a_second_engine_allocates_no_shared_memory (a spawned process, gloo)."""
     import torch
     import torch.distributed as dist
@@ -149,21 +150,7 @@ def test_a_second_engine_allocates_no_shared_memory(rank0_tried_before):
     """When the caller (rank 0) already set up peer memory for an earlier engine, no rank allocates the
     shared buffers for this one: a worker must not allocate what rank 0 never will. (Its fresh workers do
     not know about the earlier engine; the ranks agree first.) Otherwise every rank tries."""
-    from nanoinfer.engine.parallel import free_port
-
-    ctx = multiprocessing.get_context("spawn")
-    results, port = ctx.Queue(), free_port()
-    procs = [ctx.Process(target=_set_up_peer_memory, args=(rank, port, rank == 0 and rank0_tried_before, results))
-             for rank in range(2)]
-    for p in procs:
-        p.start()
-    try:
-        got = sorted(results.get(timeout=60) for _ in procs)
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
+    got = run_spawned_ranks(_set_up_peer_memory, 2, lambda rank: (rank == 0 and rank0_tried_before,), timeout=60)
     assert [path for _, path, _ in got] == ["nccl", "nccl"]
     assert [allocated for _, _, allocated in got] == [not rank0_tried_before] * 2
 
