@@ -178,3 +178,15 @@ def test_a_worker_selects_exactly_what_rank_0_selected(monkeypatch):
     assert selected() == {"5.1"}  # this thread is untouched
     with pytest.raises(ValueError, match="9.9"):
         select_exactly(["9.9"])
+
+
+@pytest.mark.parametrize("record", sorted(p.name for p in (ROOT / "notebooks" / "reference_results").iterdir()))
+def test_reference_results_say_card_date_and_command(record):
+    """A learner without a GPU reads these numbers instead of measuring them: each record names the
+    card (or the CPU), the date and the command that produced it."""
+    import re
+
+    text = (ROOT / "notebooks" / "reference_results" / record).read_text()
+    assert re.search(r"\b20\d\d-\d\d-\d\d\b", text), f"{record}: no date"
+    assert re.search(r"\bH[12]00\b|\"device\": \"cpu\"", text), f"{record}: no card"
+    assert re.search(r"python3? (-m nanoinfer\.\w+|scripts/\w+\.py)", text), f"{record}: no command"
