@@ -12,4 +12,5 @@ step() {
   timeout "$limit" "$@" >> "$OUT/$LOG" 2>&1
   local rc=$?
   echo "== $name rc=$rc ($((SECONDS - t0)) s)" | tee -a "$OUT/$LOG"
+  return $rc
 }

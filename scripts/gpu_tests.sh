@@ -9,12 +9,14 @@ export OMP_NUM_THREADS=8
 LOG=tests.txt
 MULTI="peer_memory or tensor_parallel or communication or shards or fused_with_the_norm"
 DEAD="dead_rank or outlives"
+status=0  # the last failing part's exit status
 while [ $# -gt 0 ]; do
   case $1 in
-    single) step single 560 python3 -m pytest -v -p no:cacheprovider -m gpu tests/ -rs --durations=0 -k "not ($MULTI) and not ($DEAD)" ;;
-    multi) step multi 560 python3 -m pytest -v -p no:cacheprovider -m gpu tests/ -rs --durations=0 -k "($MULTI) and not ($DEAD)" ;;
-    dead) step dead 500 python3 -m pytest -v -p no:cacheprovider -m gpu tests/ -rs --durations=0 -k "$DEAD" ;;
+    single) step single 560 python3 -m pytest -v -p no:cacheprovider -m gpu tests/ -rs --durations=0 -k "not ($MULTI) and not ($DEAD)" || status=$? ;;
+    multi) step multi 560 python3 -m pytest -v -p no:cacheprovider -m gpu tests/ -rs --durations=0 -k "($MULTI) and not ($DEAD)" || status=$? ;;
+    dead) step dead 500 python3 -m pytest -v -p no:cacheprovider -m gpu tests/ -rs --durations=0 -k "$DEAD" || status=$? ;;
     *) echo "unknown part: $1" | tee -a "$OUT/$LOG"; exit 2 ;;
   esac
   shift
 done
+exit $status
