@@ -136,18 +136,18 @@ def enable_peer_all_reduce(device: torch.device, dtype: torch.dtype) -> str:
     # no at once and every rank stays with NCCL. The ranks agree on that before any of them allocates:
     # a worker must not allocate symmetric memory that rank 0 never will (an allocation may wait for
     # every rank, and so may freeing it).
-    again = not _all_ranks_agree(not _peer_tried_in_this_process, device)
-    candidate = None
-    if not again:
-        try:
-            candidate = PeerMemoryAllReduce(device, dtype)
-        except Exception:
-            pass
-    if not _all_ranks_agree(candidate is not None, device):
-        if again and _tp_rank == 0:  # (the workers are new processes: the caller's notebook is the one to restart)
+    if not _all_ranks_agree(not _peer_tried_in_this_process, device):
+        if _tp_rank == 0:  # (the workers are new processes: the caller's notebook is the one to restart)
             warnings.warn("this process already tried to set up the peer-memory all-reduce for an earlier "
                           "engine, and PyTorch cannot set it up twice: this engine's all-reduces go through NCCL "
                           "(slower decode); start a new Python process (restart the kernel) for the faster path")
+        return "nccl"
+    candidate = None
+    try:
+        candidate = PeerMemoryAllReduce(device, dtype)
+    except Exception:
+        pass
+    if not _all_ranks_agree(candidate is not None, device):
         return "nccl"
     _peer_tried_in_this_process = True  # from the first rendezvous on, whatever its outcome
     try:
