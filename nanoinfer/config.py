@@ -8,6 +8,7 @@ from typing import Any
 ATTENTION_BACKENDS = ("auto", "cpu", "torch", "naive", "triton", "flash_attn")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
+SAMPLERS = ("auto", "torch", "triton")
 
 
 @dataclass
@@ -38,6 +39,10 @@ class EngineConfig:
     fused_attention_prologue: bool = True  # CUDA + triton backend: q/k norms, rotary and the KV write as one kernel per layer
     cpu_small_ops: bool = True  # CPU float32: RMSNorm, rotary, SiLU-and-mul as C loops (layers/small_ops_cpu.c) when a C compiler is found
     pack_cpu_weights: bool = True  # CPU float32: multiply by oneDNN-packed weight copies (layers/cpu_packed.py); doubles weight memory
+    # "triton": the seeded Triton draw (layers/sampler_triton.py; on a CPU through Triton's interpreter, for
+    # tests: needs TRITON_INTERPRET=1); "torch": Exercise 3.2's reference on a noise tensor; "auto": triton
+    # on a GPU, torch on a CPU
+    sampler: str = "auto"
     dtype: str = "auto"  # float32 on a CPU, bfloat16 on a GPU
     device: str = "auto"
     seed: int = 0  # seeds requests that have no seed of their own
@@ -63,6 +68,8 @@ class EngineConfig:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
         if self.attention_backend not in ATTENTION_BACKENDS:
             raise ValueError(f"attention_backend must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.device not in DEVICES:

@@ -270,6 +270,17 @@ def all_gather_last_dim(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=-1)
 
 
+def all_gather_stacked(x: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``x`` stacked along a new first dimension (used for the sampled shards' winners)."""
+    if _tp_size == 1:
+        return x.unsqueeze(0)
+    parts = [torch.empty_like(x) for _ in range(_tp_size)]
+    comm_stats.all_gather_calls += 1
+    comm_stats.all_gather_bytes += x.numel() * x.element_size() * _tp_size
+    _timed(lambda: dist.all_gather(parts, x.contiguous()), x)
+    return torch.stack(parts)
+
+
 def broadcast_from_rank0(x: torch.Tensor) -> torch.Tensor:
     """Give every rank rank 0's ``x`` (in place; used for the previous step's sampled tokens)."""
     if _tp_size == 1:

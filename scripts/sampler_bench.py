@@ -1,5 +1,6 @@
 """Time one temperature-0.6 sampling step at decode batch sizes: Exercise 3.2's reference compiled by
-torch.compile (the engine's path before) against the Triton kernels (sampler_triton.py).
+torch.compile (the engine's path before) against the Triton kernels (sampler_triton.py): on a noise
+tensor (plus the kernel that draws it), and seeded (the noise made inside the kernel).
 
     python scripts/sampler_bench.py OUT.json
 """
@@ -10,7 +11,8 @@ import sys
 import torch
 
 from nanoinfer.extensions import solution
-from nanoinfer.layers.sampler_triton import gumbel_max_sample_triton
+from nanoinfer.layers.sampler_triton import (gumbel_max_sample_triton, seeded_exponential_noise,
+                                             seeded_gumbel_max_triton)
 from cuda_timing import best_ms
 
 compiled = torch.compile(solution("3.2"), dynamic=True)
@@ -26,8 +28,13 @@ for rows in (1, 16, 64, 128, 256):
     noise = torch.empty(logits.shape, device="cuda").exponential_()
     t = torch.full((rows,), 0.6, device="cuda")
     same = torch.equal(compiled(logits.float(), t, noise), gumbel_max_sample_triton(logits, t, noise))
+    seeds = torch.randint(0, 2**62, (rows,), device="cuda")
+    seeded_same = torch.equal(seeded_gumbel_max_triton(logits, t, seeds)[0],
+                              gumbel_max_sample_triton(logits, t, seeded_exponential_noise(seeds, logits.shape[1])))
     results[rows] = {"reference_compiled_us (with the float cast)": timed(lambda: compiled(logits.float(), t, noise)),
                      "triton_us": timed(lambda: gumbel_max_sample_triton(logits, t, noise)),
-                     "noise_us": timed(lambda: noise.exponential_()), "same_tokens": same}
+                     "noise_us": timed(lambda: noise.exponential_()), "same_tokens": same,
+                     "seeded_triton_us": timed(lambda: seeded_gumbel_max_triton(logits, t, seeds)),
+                     "seeded_same_tokens": seeded_same}
     print(rows, results[rows], flush=True)
 json.dump(results, open(sys.argv[1], "w"), indent=1)

@@ -329,13 +329,50 @@ if __name__ == "__main__":
 def test_communication_of_replayed_graphs_is_counted(tiny_qwen3):
     """A decode step replayed from a CUDA graph runs its all-reduces without Python seeing them; the step
     timeline still counts their bytes (those of the padded batch the graph was captured for)."""
-    hidden, layers, vocab = 64, 2, 512  # the tiny Qwen3 (tests/helpers.py), in bf16
+    hidden, layers = 64, 2  # the tiny Qwen3 (tests/helpers.py), in bf16
     report = run_in_child(_REPLAYED_COMMUNICATION, tiny_qwen3)
     assert report["replayed_steps"] > 0 and report["steps"], report
     for rows, sent, padded in report["steps"]:
         # in the graph: 2 all-reduces a layer and the embedding's, for the padded batch; outside it:
-        # the logits' all-gather (2 ranks x 256 entries a row)
-        assert sent == padded * (2 * layers + 1) * hidden * 2 + rows * vocab * 2, (rows, sent)
+        # the ranks' sampled winners (2 ranks x a float64 (score, token) pair a row; not the logits)
+        assert sent == padded * (2 * layers + 1) * hidden * 2 + rows * 2 * 2 * 8, (rows, sent)
+
+
+_SHARDED_SAMPLING = """
+import json
+from nanoinfer import LLM, SamplingParams
+
+if __name__ == "__main__":
+    prompts = [[(5 * i + j) % 500 + 1 for j in range(4 + 7 * i)] for i in range(5)]
+    params = [SamplingParams(temperature=0.9, seed=i if i % 2 else None, max_tokens=20, ignore_eos=True)
+              for i in range(5)]
+    report = {}
+    for tp in (1, 2):
+        with LLM(sys.argv[1], tensor_parallel_size=tp, dtype="float32", max_model_len=256,
+                 gpu_memory_utilization=0.3) as llm:
+            report[f"tokens_{tp}"] = [o.token_ids for o in llm.generate(prompts, params, use_tqdm=False)]
+            if tp == 2:
+                steps, graphs = llm.step_timeline(), llm.model_runner.graphs
+                decode = steps[steps.phase == "decode"]
+                report["steps"] = [
+                    [int(rows), int(sent), graphs.pick(int(rows), graphs.sizes)[0] if rows <= graphs.max_batch_size
+                     else int(rows)] for rows, sent in zip(decode.num_tokens, decode.comm_bytes)]
+    print("RESULT", json.dumps(report), flush=True)
+"""
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_ranks_sample_their_shards_on_gpus(tiny_qwen3):
+    """TP=2 on GPUs with each rank sampling its own vocabulary shard (the default on a GPU): in float32 the
+    same tokens as one GPU at temperature > 0, seeded or not, and the logits are never gathered."""
+    hidden, layers = 64, 2  # the tiny Qwen3 (tests/helpers.py); its vocabulary: 512 entries
+    report = run_in_child(_SHARDED_SAMPLING, tiny_qwen3)
+    assert report["steps"], report
+    for rows, sent, padded in report["steps"]:
+        # the all-reduces of the (padded) batch, then 2 ranks x (score, token) float64 a row; the logits'
+        # all-gather would add 2 KB a row
+        assert sent == padded * (2 * layers + 1) * hidden * 4 + rows * 2 * 2 * 8, (rows, sent)
+    assert report["tokens_2"] == report["tokens_1"]
 
 
 _TWO_ENGINES = """

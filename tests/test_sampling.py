@@ -80,3 +80,72 @@ def test_stop_token_ids_and_eos(tiny_llama):
                                                    ignore_eos=True), use_tqdm=False)[0]
     assert out.token_ids == greedy.token_ids[: first + 1] and out.finish_reason == "stop"
     assert greedy.finish_reason == "length"
+
+
+def test_seeded_triton_draw_in_the_engine(tiny_qwen3):
+    """The GPU's sampler (here in Triton's interpreter): each rank samples the logits it made, or, when a
+    trace records them, the whole rows: the same tokens. A seeded request keeps its tokens whatever else
+    is in the batch, a top-p request among them included."""
+    with LLM(str(tiny_qwen3), max_model_len=128, sampler="triton") as llm:
+        assert llm.model_runner.sampler.fast_path
+        prompts = [[3, 4, 5], [9, 9], [1] * 20]
+        hot = SamplingParams(temperature=0.8, max_tokens=12, ignore_eos=True)
+        seeded = SamplingParams(temperature=0.8, seed=7, max_tokens=12, ignore_eos=True)
+        plain = [o.token_ids for o in llm.generate(prompts, [hot, seeded, hot], use_tqdm=False)]
+        with llm.trace() as trace:  # the trace asks for the logits: whole rows are sampled
+            traced = [o.token_ids for o in llm.generate(prompts, [hot, seeded, hot], use_tqdm=False)]
+        assert any(e.kind == "sampled" and e.data["logits"] is not None for e in trace)
+        assert traced[1] == plain[1]
+        alone = llm.generate([[9, 9]], seeded, use_tqdm=False)[0].token_ids
+        cut = SamplingParams(temperature=1.0, top_p=0.9, max_tokens=12, ignore_eos=True)
+        with_cut = llm.generate([[5, 6], [9, 9]], [cut, seeded], use_tqdm=False)[1].token_ids
+        assert plain[1] == alone == with_cut
+        assert len({tuple(t) for t in plain}) == 3
+        assert_no_leaks(llm)
+
+
+def test_seeded_triton_draw_matches_the_reference_on_the_same_noise(tiny_llama):
+    """Step by step, the engine's Triton tokens are those Exercise 3.2's reference draws from the noise
+    the kernel makes (written out by seeded_exponential_noise)."""
+    from nanoinfer.extensions import solution
+    from nanoinfer.layers.sampler_triton import seeded_exponential_noise
+
+    class Recording:  # the engine's sampler, keeping what it was given and what it drew
+        def __init__(self, inner):
+            self.inner, self.seen = inner, []
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def __call__(self, logits, params, generators, draw=None):
+            tokens = self.inner(logits, params, generators, draw)
+            self.seen.append((logits, draw, tokens))
+            return tokens
+
+    with LLM(str(tiny_llama), max_model_len=128, sampler="triton") as llm:
+        recording = llm.model_runner.sampler = Recording(llm.model_runner.sampler)
+        with llm.trace():  # the whole rows, through Sampler.__call__
+            llm.generate([[1, 2, 3], [4] * 9], SamplingParams(temperature=1.3, max_tokens=5, ignore_eos=True),
+                         use_tqdm=False)
+    assert len(recording.seen) >= 5
+    for logits, draw, tokens in recording.seen:
+        t, seeds = (torch.tensor(x, device=logits.device) for x in (draw.temperatures, draw.seeds))
+        noise = seeded_exponential_noise(seeds, logits.shape[1])
+        assert torch.equal(tokens, solution("3.2")(logits.float(), t, noise))
+
+
+def test_seeds_of_the_triton_draw():
+    """Unseeded rows get seeds of their own; a seeded request's seed depends on its seed and position
+    only (not on the step or the batch), and changes from one position to the next."""
+    from nanoinfer.layers.sampler import Sampler, request_seed
+
+    sampler = Sampler(torch.device("cpu"), seed=0, backend="triton")
+    free, seeded = SamplingParams(temperature=1.0), SamplingParams(temperature=1.0, seed=42)
+    draw = sampler.plan([free] * 64 + [seeded], list(range(100, 165)))
+    assert len(set(draw.seeds[:64])) == 64
+    assert draw.seeds[64] == request_seed(42, 164)
+    later = sampler.plan([seeded, free], [164, 3])
+    assert later.seeds[0] == draw.seeds[64] and later.seeds[1] not in draw.seeds
+    assert len({request_seed(42, p) for p in range(1000)}) == 1000
+    assert request_seed(42, 7) != request_seed(43, 7)
+    assert all(0 <= request_seed(s, p) < 2**63 for s in (-5, 0, 2**70) for p in (0, 10**6))

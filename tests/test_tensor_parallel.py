@@ -182,3 +182,37 @@ def test_released_cuda_graphs_are_destroyed_even_if_held():
     assert runner.graphs is None and held.graphs == {}
     assert all(graph.destroyed for graph in captured.values())
     assert held.coverage.replayed_steps == 3  # still readable
+
+
+def test_ranks_sample_their_own_vocabulary_shards(tmp_path):
+    """With the seeded Triton draw (a GPU's sampler; here in Triton's interpreter), each rank samples the
+    logits of its vocabulary rows and only one winner per row and rank travels: TP=2 draws TP=1's tokens
+    (float32, temperature > 0, seeded and unseeded requests; a vocabulary of 509, so the last shard has a
+    padding row), so does TP=2 under a trace (whole rows), and no step gathers the logits."""
+    from helpers import make_tiny_checkpoint, TINY_SHAPE
+
+    path = make_tiny_checkpoint("qwen3", tmp_path, vocab_size=509)
+    prompts = [[3, 4, 5], [9, 9, 1, 2], [7] * 12]
+    params = [SamplingParams(temperature=0.8, max_tokens=10, ignore_eos=True),
+              SamplingParams(temperature=1.1, seed=5, max_tokens=10, ignore_eos=True),
+              SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True)]
+    tokens = {}
+    for tp, traced in ((1, False), (2, False), (2, True)):
+        with LLM(str(path), max_model_len=128, tensor_parallel_size=tp, sampler="triton",
+                 measure_communication=True) as llm:
+            if traced:
+                with llm.trace() as trace:
+                    outputs = llm.generate(prompts, params, use_tqdm=False)
+                assert all(e.data["logits"].shape[1] == 509 for e in trace if e.kind == "sampled")
+            else:
+                outputs = llm.generate(prompts, params, use_tqdm=False)
+                steps = llm.step_timeline() if tp == 2 else None
+            tokens[tp, traced] = [o.token_ids for o in outputs]
+            assert_no_leaks(llm)
+    assert tokens[2, False] == tokens[1, False] == tokens[2, True]
+    assert all(t < 509 for row in tokens[2, False] for t in row)
+    hidden, layers = TINY_SHAPE["hidden_size"], TINY_SHAPE["num_hidden_layers"]
+    decode = steps[steps.phase == "decode"].iloc[0]
+    all_reduces = (2 * layers + 1) * decode.num_tokens * hidden * 4
+    winners = 2 * 2 * decode.num_tokens * 8  # two ranks' (score, token) float64 pairs
+    assert decode.comm_bytes == all_reduces + winners  # the logits (2 x 255 floats a row) never travel

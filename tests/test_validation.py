@@ -32,6 +32,7 @@ def test_sampling_params_refused(kwargs, fragment):
     (dict(max_num_seqs=0), "max_num_seqs"),
     (dict(gpu_memory_utilization=1.5), "gpu_memory_utilization"),
     (dict(attention_backend="magic"), "attention_backend"),
+    (dict(sampler="numpy"), "sampler"),
     (dict(dtype="int3"), "dtype"),
     (dict(enable_chunked_prefill=False, max_model_len=256, max_num_batched_tokens=128), "max_num_batched_tokens"),
 ])
@@ -63,6 +64,12 @@ def test_kv_budget_too_small_names_the_knob(tiny_llama):
         LLM(str(tiny_llama), max_model_len=128, num_kvcache_blocks=3)
     with pytest.raises(ValueError, match="kv_cache_memory_bytes=1000"):
         LLM(str(tiny_llama), max_model_len=128, kv_cache_memory_bytes=1000)
+
+
+def test_triton_sampler_on_a_cpu_needs_the_interpreter(tiny_llama, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="TRITON_INTERPRET"):
+        LLM(str(tiny_llama), device="cpu", sampler="triton")
 
 
 def test_max_model_len_beyond_model(tiny_llama):

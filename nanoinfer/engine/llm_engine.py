@@ -54,6 +54,10 @@ class LLMEngine:
         self._finish_config()
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
+        if config.sampler == "triton" and self.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError("sampler='triton' on a CPU runs Triton's interpreter, which needs TRITON_INTERPRET=1 "
+                             "in the environment before triton is imported (tests/conftest.py sets it); "
+                             "or use sampler='torch'")
         self._check_tensor_parallel()
         num_blocks, knob = self._kv_budget()
         if num_blocks is not None:

@@ -26,7 +26,7 @@ from nanoinfer.sampling_params import SamplingParams
 from nanoinfer.layers.attention import Attention, AttentionMetadata, make_attention_backend
 from nanoinfer.layers.cpu_packed import pack_model_weights
 from nanoinfer.layers.linear import alternate_output_slots
-from nanoinfer.layers.sampler import Sampler
+from nanoinfer.layers.sampler import Sampler, SeededDraw
 from nanoinfer.layers.small_ops_cpu import use_cpu_small_ops
 from nanoinfer.models import model_class
 from nanoinfer.models.llama import head_dim_of
@@ -49,6 +49,8 @@ class StepInputs:
     # Async scheduling: input_ids[pending_index[i]] is the previous step's sampled token pending_row[i].
     pending_index: list[int] = field(default_factory=list)
     pending_row: list[int] = field(default_factory=list)
+    # The seeded draw, when every rank samples its own shard of the vocabulary (None: return the logits).
+    draw: SeededDraw | None = None
 
 
 @dataclass
@@ -113,7 +115,7 @@ class ModelRunner:
         self.backend = make_attention_backend(config.attention_backend, device, self.block_size)
         for layer in self.attention_layers:
             layer.backend = self.backend
-        self.sampler = Sampler(device, config.seed)
+        self.sampler = Sampler(device, config.seed, config.sampler)
         self.exercises = sorted(selected())  # (what its components picked their code from as they were built)
         self.fused_prologues = 0
         if device.type == "cuda" and config.fused_attention_prologue and self.backend.name == "triton":
@@ -225,7 +227,10 @@ class ModelRunner:
         logits = self.model.compute_logits(hidden)
         # both sampling paths (with and without a top-p cut), so that each is compiled now, for any batch
         for params in (SamplingParams(temperature=1.0, top_p=0.9), SamplingParams(temperature=1.0)):
-            self.sampler(logits, [params] * c.max_num_seqs, [None] * c.max_num_seqs)
+            draw = self.sampler.plan([params] * c.max_num_seqs, list(range(c.max_num_seqs)))  # None: noise path
+            self.sampler(logits, [params] * c.max_num_seqs, [None] * c.max_num_seqs, draw)
+        if draw is not None:  # and the seeded draw on this rank's shard of the vocabulary
+            self.model.sample(hidden, *self.sampler.draw_tensors(draw))
         torch.cuda.synchronize(self.device)
         self.activation_peak_bytes = torch.cuda.max_memory_allocated(self.device) - baseline
         self.kv_cache = None
@@ -343,7 +348,10 @@ class ModelRunner:
             hidden = self.model(input_ids, positions, meta)
         if not inputs.logits_index:
             return None
-        return self.model.compute_logits(hidden[self._to_device(inputs.logits_index, torch.int64)])
+        hidden = hidden[self._to_device(inputs.logits_index, torch.int64)]
+        if inputs.draw is not None:  # sampled where the logits are made: only each rank's winners travel
+            return self.model.sample(hidden, *self.sampler.draw_tensors(inputs.draw))
+        return self.model.compute_logits(hidden)
 
     @torch.inference_mode()
     def launch(self, batch: ScheduledBatch, previous: StepHandle | None = None) -> StepHandle:
@@ -355,19 +363,28 @@ class ModelRunner:
             self.bus.emit("forward", "ModelRunner", phase=batch.phase, num_tokens=len(inputs.input_ids),
                           seq_ids=[s.seq_id for s in batch.seqs])
         previous_tokens = previous.tokens if previous else None
+        sampling = [s for s, samples in zip(batch.seqs, batch.samples()) if samples]
+        params = [s.sampling_params for s in sampling]
+        draw = self.sampler.plan(params, [s.num_tokens for s in sampling])
+        # Each rank samples its own logits unless the step needs them whole: for top-k / top-p, or for a
+        # trace, which records them. The tokens are the same either way.
+        if draw is not None and not draw.cuts and not self.bus:
+            inputs.draw = draw
         if self.workers is None:
-            logits = self.execute(inputs, previous_tokens)
+            result = self.execute(inputs, previous_tokens)
         else:
             self.workers.call("execute", inputs)  # the other ranks run the same step alongside
             try:
-                logits = self.execute(inputs, previous_tokens)
+                result = self.execute(inputs, previous_tokens)
             except Exception as error:  # a collective failed: was it a dead worker?
                 raise self.workers.explain(error) from error
-        if logits is None:
+        if result is None:
             return StepHandle(batch, {}, None, None, None, None)
-        sampling = [s for s, samples in zip(batch.seqs, batch.samples()) if samples]
         with record_function("nanoinfer.sample"):
-            tokens = self.sampler(logits, [s.sampling_params for s in sampling], [s.generator for s in sampling])
+            if inputs.draw is not None:  # already sampled, on the ranks' shards
+                tokens, logits = result, None
+            else:
+                tokens, logits = self.sampler(result, params, [s.generator for s in sampling], draw), result
         rows = {s.seq_id: i for i, s in enumerate(sampling)}
         if self.device.type != "cuda":
             return StepHandle(batch, rows, tokens, tokens, None, logits)

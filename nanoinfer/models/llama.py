@@ -158,3 +158,7 @@ class LlamaForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden)
+
+    def sample(self, hidden: torch.Tensor, temperatures: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        """Token ids by the seeded draw, each rank sampling its own logits (``ParallelLMHead.sample``)."""
+        return self.lm_head.sample(hidden, temperatures, seeds)
