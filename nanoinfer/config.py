@@ -9,6 +9,7 @@ ATTENTION_BACKENDS = ("auto", "cpu", "torch", "naive", "triton", "flash_attn")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
 SAMPLERS = ("auto", "torch", "triton")
+SCHEDULING_POLICIES = ("fifo", "sjf", "ljf")  # engine/policies.py; an object of its own class also works
 
 
 @dataclass
@@ -63,13 +64,28 @@ class EngineConfig:
                 positive_int(name)
         bs = self.kvcache_block_size
         if bs & (bs - 1):
-            raise ValueError(f"kvcache_block_size must be a power of two (16, 32, ..., 256), got {bs}")
-        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(f"kvcache_block_size must be a power of two (such as 16, or 256 for flash_attn), got {bs}")
+        for name in ("enforce_eager", "enable_prefix_caching", "enable_chunked_prefill", "fused_attention_prologue",
+                     "cpu_small_ops", "pack_cpu_weights", "record_block_events", "measure_communication"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("async_scheduling", "compile"):
+            if not (getattr(self, name) is None or isinstance(getattr(self, name), bool)):
+                raise ValueError(f"{name} must be True, False or None (the device's default), "
+                                 f"got {getattr(self, name)!r}")
+        policy = self.scheduling_policy
+        is_policy_object = not isinstance(policy, str) and callable(getattr(policy, "priority", None))
+        if policy not in SCHEDULING_POLICIES and not is_policy_object:
+            raise ValueError(f"scheduling_policy must be one of {SCHEDULING_POLICIES} or a SchedulingPolicy "
+                             f"instance, got {self.scheduling_policy!r}")
+        if not _is_number(self.gpu_memory_utilization) or not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
         if self.attention_backend not in ATTENTION_BACKENDS:
             raise ValueError(f"attention_backend must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.device not in DEVICES:
@@ -94,3 +110,7 @@ class EngineConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -140,8 +140,14 @@ class LLM:
             sampling_params = SamplingParams()
         if isinstance(sampling_params, SamplingParams):
             sampling_params = [sampling_params] * len(prompts)
+        elif not isinstance(sampling_params, (list, tuple)):
+            raise TypeError("sampling_params must be a SamplingParams or a list of them, one per prompt; "
+                            f"got {type(sampling_params).__name__}")
         elif len(sampling_params) != len(prompts):
             raise ValueError(f"got {len(prompts)} prompts but {len(sampling_params)} SamplingParams")
+        for i, sp in enumerate(sampling_params):
+            if not isinstance(sp, SamplingParams):
+                raise TypeError(f"sampling_params[{i}] must be a SamplingParams, got {type(sp).__name__}")
         token_ids = [self.engine.tokenize(p, i) for i, p in enumerate(prompts)]
 
         engine = self.engine

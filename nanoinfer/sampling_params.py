@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 
 
@@ -27,17 +29,36 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+        def number(name: str) -> float:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"SamplingParams.{name} must be a finite number, got {value!r}")
+            return value
+
+        def integer(name: str) -> int:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"SamplingParams.{name} must be an integer, got {value!r}")
+            return value
+
+        if integer("max_tokens") < 1:
             raise ValueError(f"SamplingParams.max_tokens must be an integer >= 1, got {self.max_tokens!r}")
-        if self.temperature < 0:
+        if number("temperature") < 0:
             raise ValueError(f"SamplingParams.temperature must be >= 0 (0 means greedy), got {self.temperature!r}")
-        if not 0.0 < self.top_p <= 1.0:
+        if not 0.0 < number("top_p") <= 1.0:
             raise ValueError(f"SamplingParams.top_p must be in (0, 1], got {self.top_p!r}")
-        if not isinstance(self.top_k, int) or self.top_k < -1 or self.top_k == 0:
+        if integer("top_k") < -1 or self.top_k == 0:
             raise ValueError(f"SamplingParams.top_k must be -1 (disabled) or a positive integer, got {self.top_k!r}")
-        if self.seed is not None and not isinstance(self.seed, int):
-            raise ValueError(f"SamplingParams.seed must be an integer or None, got {self.seed!r}")
-        self.stop_token_ids = [int(t) for t in self.stop_token_ids]
+        if self.seed is not None:
+            integer("seed")
+        if not isinstance(self.ignore_eos, bool):
+            raise ValueError(f"SamplingParams.ignore_eos must be True or False, got {self.ignore_eos!r}")
+        ids = self.stop_token_ids
+        ids = None if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__") else list(ids)
+        if ids is None or not all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in ids):
+            raise ValueError("SamplingParams.stop_token_ids must be a list of integer token ids, "
+                             f"got {self.stop_token_ids!r}")
+        self.stop_token_ids = [int(t) for t in ids]
 
     @property
     def greedy(self) -> bool:

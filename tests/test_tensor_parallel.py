@@ -45,7 +45,8 @@ def test_tensor_parallel_matches_one_rank(name, tp, reference):
 
 
 def test_bad_tensor_parallel_sizes_refused_before_any_process(tiny_llama):
-    with pytest.raises(ValueError, match="does not divide the model's 4 attention heads"):
+    with pytest.raises(ValueError, match="does not divide the model's 4 attention heads; "
+                                         "sizes that fit this model: 1, 2, 4"):
         LLM(str(tiny_llama), tensor_parallel_size=3)
     with pytest.raises(ValueError, match="CPU cores"):
         LLM(str(tiny_llama), tensor_parallel_size=1024)

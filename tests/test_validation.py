@@ -1,6 +1,7 @@
 """Bad input is refused before any work, with an error that names the value or knob at fault."""
 
 import json
+import re
 
 import pytest
 
@@ -20,10 +21,25 @@ def llm(tiny_llama):
     (dict(top_p=1.5), "top_p"),
     (dict(top_k=0), "top_k"),
     (dict(top_k=-2), "top_k"),
+    (dict(temperature="0.7"), "temperature must be a finite number, got '0.7'"),
+    (dict(temperature=None), "temperature must be a finite number"),
+    (dict(temperature=float("nan")), "temperature must be a finite number, got nan"),
+    (dict(top_p=float("inf")), "top_p must be a finite number"),
+    (dict(max_tokens=True), "max_tokens must be an integer"),
+    (dict(seed=1.5), "seed must be an integer"),
+    (dict(ignore_eos="yes"), "ignore_eos must be True or False"),
+    (dict(stop_token_ids=5), "stop_token_ids must be a list of integer token ids, got 5"),
+    (dict(stop_token_ids="abc"), "stop_token_ids must be a list"),
 ])
 def test_sampling_params_refused(kwargs, fragment):
-    with pytest.raises(ValueError, match=fragment):
+    with pytest.raises(ValueError, match=re.escape(fragment)):
         SamplingParams(**kwargs)
+
+
+def test_stop_token_ids_taken_from_any_iterable_of_integers():
+    import numpy as np
+
+    assert SamplingParams(stop_token_ids=(t for t in (3, np.int64(4)))).stop_token_ids == [3, 4]
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
@@ -35,9 +51,15 @@ def test_sampling_params_refused(kwargs, fragment):
     (dict(sampler="numpy"), "sampler"),
     (dict(dtype="int3"), "dtype"),
     (dict(enable_chunked_prefill=False, max_model_len=256, max_num_batched_tokens=128), "max_num_batched_tokens"),
+    (dict(scheduling_policy="lifo"), "scheduling_policy must be one of ('fifo', 'sjf', 'ljf')"),
+    (dict(scheduling_policy=3), "scheduling_policy must be one of"),
+    (dict(enforce_eager="yes"), "enforce_eager must be True or False"),
+    (dict(compile="no"), "compile must be True, False or None"),
+    (dict(gpu_memory_utilization="0.9"), "gpu_memory_utilization"),
+    (dict(seed="0"), "seed must be an integer"),
 ])
 def test_config_refused(kwargs, fragment):
-    with pytest.raises(ValueError, match=fragment):
+    with pytest.raises(ValueError, match=re.escape(fragment)):
         EngineConfig(**kwargs)
 
 
@@ -92,6 +114,14 @@ def test_bad_prompts_refused_before_any_work(llm):
         assert not llm.scheduler.has_unfinished(), "a request was queued before the error"
     with pytest.raises(ValueError, match="2 prompts but 3 SamplingParams"):
         llm.generate([good, good], [SamplingParams()] * 3, use_tqdm=False)
+    bad_params = [
+        ([SamplingParams(), {"temperature": 0}], r"sampling_params\[1\] must be a SamplingParams, got dict"),
+        ({"temperature": 0}, "sampling_params must be a SamplingParams or a list of them"),
+    ]
+    for params, fragment in bad_params:
+        with pytest.raises(TypeError, match=fragment):
+            llm.generate([good, good], params, use_tqdm=False)
+        assert not llm.scheduler.has_unfinished(), "a request was queued before the error"
 
 
 def test_interrupted_generate_frees_every_block(llm):

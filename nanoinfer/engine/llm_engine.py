@@ -145,16 +145,10 @@ class LLMEngine:
         if self.device.type == "cpu" and tp > (os.cpu_count() or 1) * 4:
             raise ValueError(f"tensor_parallel_size={tp} is far more processes than this machine's "
                              f"{os.cpu_count()} CPU cores")
-        heads, kv_heads = hf.num_attention_heads, hf.num_key_value_heads
-        if heads % tp:
-            raise ValueError(f"tensor_parallel_size={tp} does not divide the model's {heads} attention heads")
-        if kv_heads % tp and tp % kv_heads:
-            raise ValueError(f"tensor_parallel_size={tp} and the model's {kv_heads} key/value heads: one must "
-                             "divide the other (KV heads are split, or replicated when there are fewer than ranks)")
-        for name in ("intermediate_size", "hidden_size"):
-            if getattr(hf, name) % tp:
-                raise ValueError(f"tensor_parallel_size={tp} does not divide the model's {name} "
-                                 f"({getattr(hf, name)})")
+        problem = _tensor_parallel_misfit(hf, tp)
+        if problem:
+            fits = [t for t in range(1, hf.num_attention_heads + 1) if not _tensor_parallel_misfit(hf, t)]
+            raise ValueError(f"{problem}; sizes that fit this model: {', '.join(map(str, fits))}")
 
     def shutdown(self) -> None:
         """Stop the tensor-parallel workers (if any) and give the KV cache and CUDA graphs' memory back.
@@ -362,3 +356,17 @@ class LLMEngine:
         if self.tokenizer is None:
             return None
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+
+def _tensor_parallel_misfit(hf, tp: int) -> str | None:
+    """Why ``tp`` ranks cannot split this model's layers evenly, or None if they can."""
+    heads, kv_heads = hf.num_attention_heads, hf.num_key_value_heads
+    if heads % tp:
+        return f"tensor_parallel_size={tp} does not divide the model's {heads} attention heads"
+    if kv_heads % tp and tp % kv_heads:
+        return (f"tensor_parallel_size={tp} and the model's {kv_heads} key/value heads: one must divide the "
+                "other (KV heads are split, or replicated when there are fewer than ranks)")
+    for name in ("intermediate_size", "hidden_size"):
+        if getattr(hf, name) % tp:
+            return f"tensor_parallel_size={tp} does not divide the model's {name} ({getattr(hf, name)})"
+    return None

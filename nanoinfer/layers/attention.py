@@ -90,8 +90,9 @@ def make_attention_backend(name: str, device: torch.device, block_size: int | No
 
         return TritonAttentionBackend()
     if device.type != "cuda":
-        raise ValueError(f"attention_backend={name!r} needs a CUDA device (or, for 'triton', TRITON_INTERPRET=1 "
-                         "to run its kernels in Triton's interpreter); on a CPU use 'cpu', 'torch' or 'naive'")
+        interpreter = " (or TRITON_INTERPRET=1, to run its kernels in Triton's interpreter)" if name == "triton" else ""
+        raise ValueError(f"attention_backend={name!r} needs a CUDA device{interpreter}; "
+                         "on a CPU use 'cpu', 'torch' or 'naive'")
     if name == "cpu":
         raise ValueError("attention_backend='cpu' runs on a CPU only; on a GPU use 'triton', 'flash_attn' or 'torch'")
     if name == "flash_attn":
