@@ -1,6 +1,7 @@
 """Phase 3 — GPU execution. Your code for Exercises 3.1 to 3.4 (plain torch: it runs on a CPU too).
 
-Check your work with ``make check EX=3.1`` (or ``python -m nanoinfer.check 3.1``), or in notebook 03.
+Check your work with ``make check EX=3.1`` (or ``python -m nanoinfer.check 3.1``).
+Phase 3 has no notebook yet.
 """
 
 from __future__ import annotations

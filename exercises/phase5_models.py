@@ -1,6 +1,7 @@
 """Phase 5 — model implementation. Your code for Exercises 5.1, 5.2 and 5.5.
 
-Check your work with ``make check EX=5.1`` (or ``python -m nanoinfer.check 5.1``), or in notebook 05.
+Check your work with ``make check EX=5.1`` (or ``python -m nanoinfer.check 5.1``).
+Phase 5 has no notebook yet.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Phase 6 — advanced optimisations. Your code for Exercises 6.1 and 6.2.
 
-Check your work with ``make check EX=6.1`` (or ``python -m nanoinfer.check 6.1``), or in notebook 06.
+Check your work with ``make check EX=6.1`` (or ``python -m nanoinfer.check 6.1``).
+Phase 6 has no notebook yet.
 """
 
 from __future__ import annotations

@@ -4,13 +4,13 @@
 //
 //   npm install --prefix /tmp/labcheck playwright-core       # once; any directory outside the repo
 //   apt-get install -y chromium                              # Debian's browser, used through playwright-core
-//   NODE_PATH=/tmp/labcheck/node_modules node tools/check_lab_widgets.cjs [--root-at-repo] [--keep-going]
+//   NODE_PATH=/tmp/labcheck/node_modules node tools/check_lab_widgets.cjs
 //
-// By default the server starts the way `make lab` starts it (`jupyter lab notebooks/ --allow-root`), plus
-// flags for a headless run: a fixed port and token, no browser, and `expose_app_in_browser` so that the
-// script can drive JupyterLab's command registry. --root-at-repo serves the repository root instead and
-// opens the notebooks folder (then the notebooks' links to ../nanoinfer/... and ../exercises/... resolve).
-// Writes figures/02_dashboard_jupyterlab.png and prints a JSON report; exits 1 when a check fails.
+// The server starts the way `make lab` starts it (`jupyter lab --ServerApp.root_dir=.
+// --LabApp.default_url=/lab/tree/notebooks --allow-root`: the repository is the root, so the notebooks'
+// links to ../nanoinfer/... and ../exercises/... resolve), plus flags for a headless run: a fixed port
+// and token, no browser, and `expose_app_in_browser` so that the script can drive JupyterLab's command
+// registry. Writes figures/02_dashboard_jupyterlab.png and prints a JSON report; exits 1 when a check fails.
 
 const { spawn } = require("child_process");
 const fs = require("fs");
@@ -18,22 +18,19 @@ const path = require("path");
 const { chromium } = require("playwright-core");
 
 const ROOT = path.resolve(__dirname, "..");
-const ROOT_AT_REPO = process.argv.includes("--root-at-repo");
 const PORT = Number(process.env.LAB_PORT || 8895);
 const TOKEN = process.env.LAB_TOKEN || `check-${process.pid}`;
 const BASE = `http://127.0.0.1:${PORT}`;
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const SHOT = path.join(ROOT, "figures", "02_dashboard_jupyterlab.png");
-const NB_PATH = ROOT_AT_REPO ? "notebooks/02_scheduling.ipynb" : "02_scheduling.ipynb";
+const NB_PATH = "notebooks/02_scheduling.ipynb";
 const DASHBOARD_MARKER = "dashboard = widgets.interactive";
 
 function startLab() {
   const jupyter = path.join(ROOT, ".venv", "bin", "jupyter");
   const common = ["--allow-root", "--no-browser", `--port=${PORT}`, `--IdentityProvider.token=${TOKEN}`,
                   "--LabApp.expose_app_in_browser=True", "--ServerApp.open_browser=False"];
-  const args = ROOT_AT_REPO
-    ? ["lab", "--ServerApp.root_dir=.", "--LabApp.default_url=/lab/tree/notebooks", ...common]
-    : ["lab", "notebooks/", ...common]; // what `make lab` runs
+  const args = ["lab", "--ServerApp.root_dir=.", "--LabApp.default_url=/lab/tree/notebooks", ...common]; // as `make lab`
   // Private settings and workspaces: autosave off, so the run never rewrites the notebook on disk.
   const scratch = fs.mkdtempSync(path.join(require("os").tmpdir(), "labcheck-"));
   const settings = path.join(scratch, "settings", "@jupyterlab", "docmanager-extension");
@@ -64,7 +61,7 @@ async function waitForServer(timeoutMs = 60000) {
 }
 
 async function main() {
-  const report = { mode: ROOT_AT_REPO ? "root-at-repo" : "make lab", checks: {} };
+  const report = { mode: "make lab", checks: {} };
   const lab = startLab();
   report.command = `jupyter ${lab.args.join(" ")}`;
   let browser;
@@ -90,13 +87,13 @@ async function main() {
     await page.waitForFunction(() => window.jupyterapp && window.jupyterapp.shell.currentWidget
                                && window.jupyterapp.shell.currentWidget.content
                                && window.jupyterapp.shell.currentWidget.content.widgets, null, { timeout: 90000 });
-    // Informational: does a link from the notebook to an engine module open in JupyterLab? (Only when the
-    // server's root holds nanoinfer/: links point to ../nanoinfer/...)
+    // A link from the notebook to an engine module opens in JupyterLab (links point to ../nanoinfer/...,
+    // inside the server's root, the repository).
     const link = page.locator(".jp-RenderedMarkdown a", { hasText: "scheduler.py" }).first();
     await link.waitFor({ state: "attached", timeout: 90000 });
     report.module_link_href = await link.getAttribute("href");
     await link.click();
-    report.module_link_opens = await page.waitForFunction(
+    report.checks.module_link_opens = await page.waitForFunction(
       () => [...document.querySelectorAll(".lm-TabBar-tabLabel")].some((t) => t.textContent.trim() === "scheduler.py"),
       null, { timeout: 10000 }).then(() => true, () => false);
     await page.keyboard.press("Escape");  // close the error dialog, if any
@@ -161,7 +158,7 @@ async function main() {
     if (browser) await browser.close();
     lab.proc.kill("SIGTERM");
   }
-  const ok = !report.error && Object.values(report.checks).length === 3 && Object.values(report.checks).every(Boolean);
+  const ok = !report.error && Object.values(report.checks).length === 4 && Object.values(report.checks).every(Boolean);
   report.ok = ok;
   console.log(JSON.stringify(report, null, 2));
   process.exit(ok ? 0 : 1);
