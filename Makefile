@@ -32,7 +32,7 @@ lab: setup
 # The suite states CPU results (float32 against transformers, gloo, the notebooks' stored outputs): GPUs are
 # hidden so that it checks the same thing on every machine. GPU tests: $(PY) -m pytest -m gpu tests/
 test: setup
-	CUDA_VISIBLE_DEVICES= $(PY) -m pytest -q -p no:cacheprovider tests notebooks --nbval-lax
+	CUDA_VISIBLE_DEVICES= $(PY) -m pytest -q -p no:cacheprovider tests notebooks --nbval-lax --nbval-cell-timeout=600
 
 check: setup
 	@test -n "$(EX)" || (echo "usage: make check EX=2.3" && exit 2)
