@@ -27,6 +27,13 @@ CHUNK = 2048  # vocabulary entries per program
 
 
 @triton.jit
+def _seeded_exponential(seed, cols):
+    """Exp(1) noise for the vocabulary columns ``cols`` of a row with this seed: E = -log(U), U from Philox.
+    The one definition that the sampling kernel and the written-out noise share (U = 0: E = inf, never picked)."""
+    return -tl.log(tl.rand(seed, cols))
+
+
+@triton.jit
 def _chunk_best_kernel(logits_ptr, noise_ptr, seed_ptr, temperature_ptr, best_ptr, index_ptr, vocab, first_col,
                        stride_logits, stride_noise, num_chunks, CHUNK: tl.constexpr, SEEDED: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)  # row * stride passes 2**31 for big batches of big vocabularies
@@ -37,7 +44,7 @@ def _chunk_best_kernel(logits_ptr, noise_ptr, seed_ptr, temperature_ptr, best_pt
     t = tl.load(temperature_ptr + row)
     if t > 0:  # temperature 0 is greedy: the plain argmax, no noise
         if SEEDED:  # E = -log(U), U drawn from the row's seed and the column's place in the whole vocabulary
-            e = -tl.log(tl.rand(tl.load(seed_ptr + row), first_col + cols))  # (U = 0: E = inf, never picked)
+            e = _seeded_exponential(tl.load(seed_ptr + row), first_col + cols)
         else:
             e = tl.load(noise_ptr + row * stride_noise + cols, mask=inside, other=1.0)
         x = x / t - tl.log(e)
@@ -102,7 +109,7 @@ def seeded_gumbel_max_triton(logits: torch.Tensor, temperatures: torch.Tensor, s
 def _seeded_noise_kernel(seed_ptr, out_ptr, vocab, first_col, CHUNK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * CHUNK + tl.arange(0, CHUNK)
-    e = -tl.log(tl.rand(tl.load(seed_ptr + row), first_col + cols))
+    e = _seeded_exponential(tl.load(seed_ptr + row), first_col + cols)
     tl.store(out_ptr + row * vocab + cols, e, mask=cols < vocab)
 
 
