@@ -7,8 +7,13 @@ Check your work with ``make check EX=2.2`` (or ``python -m nanoinfer.check 2.2``
 from __future__ import annotations
 
 import math  # noqa: F401
+from typing import TYPE_CHECKING
 
 from nanoinfer.engine.policies import SchedulingPolicy
+
+if TYPE_CHECKING:
+    from nanoinfer.engine.block_manager import BlockManager
+    from nanoinfer.engine.sequence import Sequence
 
 
 def kv_blocks_needed(seq_lens: list[int], block_size: int) -> int:
@@ -39,12 +44,13 @@ class ShortestJobFirst(SchedulingPolicy):
     the smallest key first. Work is what the request asks for when it arrives:
     ``seq.num_prompt_tokens + seq.sampling_params.max_tokens``. Equal work falls back to first come, first
     served: earlier ``seq.metrics.arrival_time`` first, then the smaller ``seq.seq_id``.
-    Look at ``SchedulingPolicy`` in nanoinfer/engine/policies.py (FIFO) for the shape of the answer.
+    Look at ``SchedulingPolicy`` in nanoinfer/engine/policies.py (FIFO) for the shape of the answer
+    (the engine's own ShortestJobFirst is beside it: read it after you have written yours).
     """
 
     name = "sjf"
 
-    def priority(self, seq) -> tuple:
+    def priority(self, seq: Sequence) -> tuple:
         raise NotImplementedError("Exercise 2.2: write ShortestJobFirst.priority(seq)")
 
 
@@ -53,11 +59,11 @@ class LongestJobFirst(SchedulingPolicy):
 
     name = "ljf"
 
-    def priority(self, seq) -> tuple:
+    def priority(self, seq: Sequence) -> tuple:
         raise NotImplementedError("Exercise 2.2: write LongestJobFirst.priority(seq)")
 
 
-def get_cache_stats(block_manager) -> dict:
+def get_cache_stats(block_manager: BlockManager) -> dict:
     """Exercise 2.3: a BlockManager's usage and prefix-cache effectiveness, as one flat dictionary.
 
     Read ``block_manager.num_blocks``, ``.num_used_blocks``, ``.num_free_blocks``, ``.num_cached_blocks`` and
@@ -72,7 +78,7 @@ def get_cache_stats(block_manager) -> dict:
     raise NotImplementedError("Exercise 2.3: write get_cache_stats(block_manager)")
 
 
-def choose_preemption_victim(candidates: list, policy: SchedulingPolicy):
+def choose_preemption_victim(candidates: list[Sequence], policy: SchedulingPolicy) -> Sequence:
     """Exercise 2.4: pick the running sequence to preempt when a decode step finds no free KV block.
 
     ``candidates``: the running sequences (never empty); return one of them (the object itself). The victim

@@ -64,7 +64,7 @@ class LLM:
         self.engine = LLMEngine(self.config)
 
     def shutdown(self) -> None:
-        """Release the engine's worker processes (tensor parallelism); also done at interpreter exit."""
+        """Free the KV cache and stop any tensor-parallel workers (also done at interpreter exit)."""
         self.engine.shutdown()
 
     def __enter__(self) -> "LLM":
@@ -98,7 +98,12 @@ class LLM:
         e = self.engine
         return (f"LLM(model={str(e.model_dir)!r}, arch={e.hf_config.architectures[0]}, device={e.device}, "
                 f"dtype={str(e.dtype).removeprefix('torch.')}, attention={e.model_runner.backend.name}, "
-                f"kv_blocks={e.block_manager.num_blocks}x{self.config.kvcache_block_size})")
+                f"kv_blocks={e.block_manager.num_blocks}x{self.config.kvcache_block_size}, "
+                f"fast_paths=[{e.model_runner.fast_paths.summary()}])")
+
+    def fast_paths(self):
+        """What nanoinfer/fast replaced in this engine and why (or why not), as a DataFrame."""
+        return self.engine.model_runner.fast_paths.frame()
 
     def cache_stats(self) -> dict:
         return self.engine.block_manager.get_cache_stats()
@@ -115,14 +120,19 @@ class LLM:
         return requests_frame(outputs)
 
     @contextmanager
-    def trace(self) -> Iterator[list[EngineEvent]]:
-        """Collect every lifecycle event raised inside the block: ``with llm.trace() as events: ...``."""
+    def trace(self, logits: bool = False) -> Iterator[list[EngineEvent]]:
+        """Collect every lifecycle event raised inside the block: ``with llm.trace() as events: ...``.
+        ``logits=True``: each ``sampled`` event also carries the step's logits (tensor-parallel ranks then
+        sample the joined logits instead of their own shards: the same tokens)."""
         events: list[EngineEvent] = []
         unsubscribe = self.engine.events.subscribe(events.append)
+        runner = self.engine.model_runner
+        kept, runner.keep_logits = runner.keep_logits, logits or runner.keep_logits
         try:
             yield events
         finally:
             unsubscribe()
+            runner.keep_logits = kept
 
     # ---- generation ----------------------------------------------------------------------------
     def generate(

@@ -1,4 +1,5 @@
-"""CUDA-event timing shared by the GPU measurement scripts (run them from the repository root)."""
+"""Helper of scripts/sampler_bench.py and scripts/decode_kernel_sweep.py (not run on its own): CUDA-event
+timing of a GPU call."""
 
 import torch
 

@@ -1,7 +1,13 @@
-"""Measure what bounds a decode step on this GPU: read/copy bandwidth, the Triton decode-attention kernel
-under a few launch configurations, and the per-layer GEMMs of Qwen3-0.6B at decode row counts.
+"""What bounds a decode step on this GPU: the card's copy and read bandwidth (a 2 GB bf16 tensor copied
+and summed), the Triton decode-attention kernel under 18 launch configurations (block width, warps,
+stages) at 256x1024, 128x1536, 64x1536 and 16x1024 sequences x tokens of context (Qwen3-0.6B's 16 query
+and 8 KV heads of 128), in ms and TB/s of keys and values read, and the per-layer GEMMs of Qwen3-0.6B at
+1-256 rows in us and TB/s of weights read. Written to OUT.json; a short line per case is printed.
 
     python scripts/decode_kernel_sweep.py OUT.json
+
+Run from the repository root on a machine with one GPU. Record made with it: the "sweep" section of
+notebooks/reference_results/h200_decode_diagnostics.json.
 """
 
 import json
@@ -11,7 +17,7 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from nanoinfer.layers.attention_triton import LOG2E, _decode_kernel, decode_splits_for
+from nanoinfer.attention.triton_backend import LOG2E, _decode_kernel, decode_splits_for
 from cuda_timing import best_ms as timed  # ms per call, best of 3
 
 torch.manual_seed(0)

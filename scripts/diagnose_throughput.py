@@ -1,7 +1,17 @@
-"""Where the nano-vllm workload's time goes on a GPU: the engine's per-step timeline over the whole run
-(written as CSV), and the top kernels of a few decode steps at two batch sizes.
+"""Where the nano-vllm workload's time goes on a GPU (the workload of `python -m nanoinfer.bench`: 256
+requests, prompts and outputs of 100-1,024 tokens, temperature 0.6, random weights of the Qwen3-0.6B shape).
 
-    python scripts/diagnose_throughput.py OUT_DIR [--model qwen3-0.6b]
+What it measures: one generate of the whole workload after a warm-up, with the engine's per-step timeline
+(OUT_DIR/timeline.csv: phase, sequences, tokens, schedule / launch / wait seconds of every step) and its
+summary (OUT_DIR/summary.json, also printed: throughput, prefill and decode seconds, host time per decode
+step by batch size); then, unless --no-kernels, torch.profiler over 20 decode steps at 256 and at 16
+sequences of 1,024 tokens: OUT_DIR/kernels_N.txt (kernels by GPU time) and host_N.txt (by CPU time).
+
+    python scripts/diagnose_throughput.py OUT_DIR [--model qwen3-0.6b] [--no-kernels]
+
+Run from the repository root on a machine with one GPU. Records made with it:
+notebooks/reference_results/h100_nano_vllm_timeline_summary.json (summary.json) and run 1 of
+h200_nano_vllm_fused.json.
 """
 
 import argparse
@@ -12,8 +22,8 @@ from pathlib import Path
 import torch
 
 from nanoinfer import LLM, SamplingParams
-from nanoinfer.bench import named_workload
-from nanoinfer.profiling import _start_decoding
+from nanoinfer.tools.bench import named_workload
+from nanoinfer.tools.profiling import _start_decoding
 
 p = argparse.ArgumentParser()
 p.add_argument("out", type=Path)

@@ -1,22 +1,45 @@
 #!/usr/bin/env bash
-# The GPU-marked tests in parts that each fit in one 10-minute device call (verbose, with durations, the log
-# in $OUT/tests.txt). Parts, in any order:
-#   single   the tests that use one GPU
-#   multi    the tensor-parallel tests (2 GPUs), each engine in a child process; not the dead-rank ones
-#   dead     the two dead-rank tests (about 5 minutes)
-source "$(dirname "$0")/gpu_common.sh"
-export OMP_NUM_THREADS=8
-LOG=tests.txt
+# The GPU-marked tests (pytest -m gpu; `make test` hides the GPUs and runs the CPU suite) in parts that each
+# fit in a 10-minute call on a lent GPU machine. Each part runs verbose, with durations, under a time limit;
+# its output goes to $OUT/tests.txt, the machine's GPUs and software versions to $OUT/env.txt.
+#
+#   bash scripts/gpu_tests.sh single          # the tests that use one GPU
+#   bash scripts/gpu_tests.sh multi           # the tensor-parallel tests (2+ GPUs), each engine in a child
+#                                             # process of its own; not the dead-rank ones
+#   bash scripts/gpu_tests.sh dead            # the two dead-rank tests (2+ GPUs, about 5 minutes)
+#   bash scripts/gpu_tests.sh single multi    # parts run in the order given
+#
+# Runs from the repository root whatever the current directory. OUT defaults to /tmp/nanoinfer_gpu_tests.
+# The exit status is the last failing part's (0 when all pass; 124 when a part ran out of time).
+cd "$(dirname "$0")/.." || exit 2
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
+OUT=${OUT:-/tmp/nanoinfer_gpu_tests}
+LOG=$OUT/tests.txt
+mkdir -p "$OUT"
+{ date -u; nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv
+  python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"
+} >> "$OUT/env.txt" 2>&1
+
 MULTI="peer_memory or tensor_parallel or communication or shards or fused_with_the_norm"
 DEAD="dead_rank or outlives"
-status=0  # the last failing part's exit status
-while [ $# -gt 0 ]; do
-  case $1 in
-    single) step single 560 python3 -m pytest -v -p no:cacheprovider -m gpu tests/ -rs --durations=0 -k "not ($MULTI) and not ($DEAD)" || status=$? ;;
-    multi) step multi 560 python3 -m pytest -v -p no:cacheprovider -m gpu tests/ -rs --durations=0 -k "($MULTI) and not ($DEAD)" || status=$? ;;
-    dead) step dead 500 python3 -m pytest -v -p no:cacheprovider -m gpu tests/ -rs --durations=0 -k "$DEAD" || status=$? ;;
-    *) echo "unknown part: $1" | tee -a "$OUT/$LOG"; exit 2 ;;
+
+part() {  # part NAME SECONDS PYTEST-K-EXPRESSION: one pytest run under `timeout`, logged; returns pytest's status
+  local name=$1 limit=$2 select=$3 t0=$SECONDS rc
+  echo "== $name: -k \"$select\"" >> "$LOG"
+  timeout "$limit" python3 -m pytest -v -p no:cacheprovider -m gpu tests/ -rs --durations=0 -k "$select" >> "$LOG" 2>&1
+  rc=$?
+  echo "== $name rc=$rc ($((SECONDS - t0)) s)" | tee -a "$LOG"
+  return $rc
+}
+
+status=0
+for name in "$@"; do
+  case $name in
+    single) part single 560 "not ($MULTI) and not ($DEAD)" || status=$? ;;
+    multi) part multi 560 "($MULTI) and not ($DEAD)" || status=$? ;;
+    dead) part dead 500 "$DEAD" || status=$? ;;
+    *) echo "unknown part: $name (single, multi or dead)" | tee -a "$LOG"; exit 2 ;;
   esac
-  shift
 done
 exit $status

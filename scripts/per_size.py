@@ -1,5 +1,6 @@
-"""Run a measurement script once per tensor-parallel size, each size in a process of its own (a second
-peer-memory engine in one process falls back to NCCL)."""
+"""Helper of scripts/tp_scaling.py and scripts/tp_kernels.py (not run on its own): run a measurement
+script once per tensor-parallel size, each size in a process of its own, because a second peer-memory
+engine in one process falls back to NCCL."""
 
 import subprocess
 import sys

@@ -1,7 +1,14 @@
-"""Where a prefill step of nano-vllm's workload goes on a GPU (16,384 tokens per step): wall time, kernel
-time by name, and the engine's host ranges, for the first steps of the run.
+"""Where a prefill step of nano-vllm's workload goes on a GPU: the workload's 256 prompts (random weights of
+the Qwen3-0.6B shape, steps of 16,384 tokens) queued at once, the first prefill step run unprofiled, then
+torch.profiler over the next 4 prefill steps: their wall time, the 25 kernels with the most GPU time, and
+the 25 operators and engine host ranges with the most CPU time.
 
-    python scripts/prefill_profile.py OUT.txt
+    python scripts/prefill_profile.py OUT.txt      # writes the tables to OUT.txt
+
+Run from the repository root on a machine with one GPU. Records made with it:
+notebooks/reference_results/h200_prefill_profile_fused.txt (the fused attention prologue, on by default)
+and h200_prefill_profile_separate.txt (made before the prologue existed; ``fused_attention_prologue=False``
+in the LLM(...) call below gives the separate ops again).
 """
 
 import sys
@@ -11,7 +18,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from nanoinfer import LLM, SamplingParams
-from nanoinfer.bench import named_workload
+from nanoinfer.tools.bench import named_workload
 
 llm = LLM("qwen3-0.6b", max_num_seqs=512, max_num_batched_tokens=16384)
 work = named_workload("nano-vllm", llm.engine.hf_config.vocab_size)

@@ -1,9 +1,19 @@
-"""Profile decode steps of Qwen3-0.6B (random weights) at a few batch sizes, with and without CUDA graphs."""
+"""Where a decode step's time goes on a GPU: nanoinfer.tools.profiling.profile_decode (torch.profiler over
+5 decode steps) on random weights of the Qwen3-0.6B shape, at 1 and at 256 sequences of 1,024 tokens, with
+CUDA graphs and then with enforce_eager. Per case: the wall time per step, kernel time by category
+(attention, GEMM, norm / rotary / activation, sampling, copies, communication, other) and the time the
+device sat idle ("CPU overhead"), then the engine's host ranges per step.
+
+    python scripts/profile_decode.py OUT.txt      # writes the tables to OUT.txt (to stdout without it)
+
+Run from the repository root on a machine with one GPU. Records made with it:
+notebooks/reference_results/h100_decode_profile.txt and h200_decode_profile_async.txt.
+"""
 
 import sys
 
 from nanoinfer import LLM
-from nanoinfer.profiling import profile_decode
+from nanoinfer.tools.profiling import profile_decode
 
 out = open(sys.argv[1], "w") if len(sys.argv) > 1 else sys.stdout
 for eager in (False, True):

@@ -1,36 +1,44 @@
 """Tensor-parallel scaling on one machine: the same workload and model shape at each TP size.
 
-    python scripts/tp_scaling.py OUT.jsonl 1 2 4 4nccl
+What it measures, per size: output tokens per second of a full generate of the ``code_gen`` workload
+(256 requests of 512 prompt and 512 output tokens, temperature 0.6) on random weights of the Qwen3-8B
+shape (bf16, CUDA graphs), the prefill and decode phases, host time per decode step by batch size (launch
+against the step's wall time: is a size bound by the host or by the GPUs?), and a profile of 5 decode
+steps at 256 sequences of 1,024 tokens on rank 0: kernel time by category, communication's share of it,
+and the longest kernels. One JSON line per size is appended to OUT.jsonl.
 
-A size followed by "nccl" sends every all-reduce through NCCL (no peer-memory all-reduce), for comparison;
-one followed by "copy" uses peer memory but copies row-parallel outputs into and out of its buffer, and
-"oneshot" sums row-parallel outputs with the one-shot kernel instead of the two-shot one.
+    python scripts/tp_scaling.py OUT.jsonl 1 2 4      # on a machine with 4 GPUs; each size in its own process
+    python scripts/tp_scaling.py OUT.jsonl 2 2nccl    # TP=2 with the peer-memory all-reduce, then NCCL only
 
-Throughput comes from a full generate; the communication share from a profile of decode steps
-(NCCL kernel time over all kernel time on rank 0, at 256 sequences of 1024 tokens).
+A size followed by "nccl" sends every all-reduce through NCCL (``LLM(..., all_reduce="nccl")``); "copy"
+keeps peer memory but copies row-parallel outputs into and out of its buffer (``"peer-copy"``); "oneshot"
+sums row-parallel outputs with the one-shot kernel instead of the two-shot one (``"peer-oneshot"``). A
+plain size uses the engine's default (peer memory where the GPUs allow it, NCCL otherwise). Each size
+runs in a process of its own (a second peer-memory engine in one process falls back to NCCL). Run from the
+repository root; the records made with it are notebooks/reference_results/h*x*_tp_*.json.
 """
 
 import json
-import os
 import time
 
-from nanoinfer import LLM
-from nanoinfer.distributed import all_reduce_path
-from nanoinfer.bench import environment, named_workload, run_nanoinfer
-from nanoinfer.profiling import profile_decode
 from per_size import run_per_size
 
+from nanoinfer import LLM
+from nanoinfer.parallel.comm import all_reduce_path
+from nanoinfer.tools.bench import environment, named_workload, run_nanoinfer
+from nanoinfer.tools.profiling import profile_decode
+
 MODEL, WORKLOAD = "qwen3-8b", "code_gen"  # 256 requests, 512 prompt and 512 output tokens each
+SUFFIXES = {"nccl": "nccl", "copy": "peer-copy", "oneshot": "peer-oneshot"}  # size suffix -> all_reduce knob
 
 
 def main(out_path: str, size: str) -> None:
-    tp = int(size.removesuffix("nccl").removesuffix("copy").removesuffix("oneshot"))
-    os.environ["NANOINFER_ALL_REDUCE"] = ("nccl" if size.endswith("nccl") else
-                                          "peer-copy" if size.endswith("copy") else
-                                          "peer-oneshot" if size.endswith("oneshot") else "peer")
+    suffix = next((s for s in SUFFIXES if size.endswith(s)), None)
+    tp = int(size.removesuffix(suffix) if suffix else size)
     t0 = time.perf_counter()
     try:
-        llm = LLM(MODEL, tensor_parallel_size=tp, max_model_len=2048, max_num_seqs=256)
+        knobs = {"all_reduce": SUFFIXES[suffix]} if suffix else {}  # (a plain size: the engine's default)
+        llm = LLM(MODEL, tensor_parallel_size=tp, max_model_len=2048, max_num_seqs=256, **knobs)
     except Exception as error:  # record it (the other sizes run in processes of their own)
         print(json.dumps({"tp": tp, "size": size, "error": repr(error)}), flush=True)
         return

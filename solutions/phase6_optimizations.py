@@ -1,26 +1,10 @@
-"""Phase 6 — advanced optimisations: prefix-cache hashing and memory planning."""
+"""Phase 6 — advanced optimisations: prefix-cache hashing (6.1, the engine's own code) and memory planning."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence as TokenIds
-
-import numpy as np
-import xxhash
-
-
-def compute_block_hash(token_ids: TokenIds[int], parent_hash: int | None) -> int:
-    """Exercise 6.1: hash one full KV block, chained to the hash of the block before it.
-
-    Chaining makes the hash describe the whole prefix up to and including this block: two blocks with
-    the same tokens but different histories get different hashes, so their keys and values (which depend
-    on every earlier token) are never confused.
-    """
-    h = xxhash.xxh64()
-    if parent_hash is not None:
-        h.update(parent_hash.to_bytes(8, "little"))
-    h.update(np.asarray(token_ids, dtype=np.int64).tobytes())
-    return h.intdigest()
-
+# The engine's own reference code for the exercise it runs at a hook (nanoinfer/workbook/registry.py).
+from nanoinfer.engine.block_manager import compute_block_hash  # noqa: F401  Exercise 6.1
+from nanoinfer.engine.model_runner import kv_bytes_per_token
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "fp8": 1}
 
@@ -38,7 +22,7 @@ def calculate_kv_cache_memory(
     ``num_heads`` is the number of key/value heads (with grouped-query attention, fewer than the query
     heads). Each token stores one key and one value vector per KV head per layer.
     """
-    return 2 * num_layers * num_heads * head_dim * DTYPE_BYTES[dtype] * max_seq_len * max_batch_size
+    return kv_bytes_per_token(num_layers, num_heads, head_dim, DTYPE_BYTES[dtype]) * max_seq_len * max_batch_size
 
 
 def max_sequences_for_gpu(model_params: dict, gpu_memory_gb: float, gpu_memory_utilization: float = 0.9) -> int:

@@ -28,7 +28,7 @@ def tiny_llama(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2() -> Path:
-    from nanoinfer.convert import default_model_dir
+    from nanoinfer.tools.convert import default_model_dir
 
     return default_model_dir()
 

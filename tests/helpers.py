@@ -89,7 +89,7 @@ def float64_attention(q, k, v, mask, scale):
 
 def generate_with_logits(llm, prompts, params):
     """Token ids per prompt and, per prompt (0, 1, ...), the logits of every token it sampled."""
-    with llm.trace() as trace:
+    with llm.trace(logits=True) as trace:
         outputs = llm.generate(prompts, params, use_tqdm=False)
     first = outputs[0].request_id
     logits: dict[int, list] = {}
@@ -171,7 +171,7 @@ def run_spawned_ranks(target, size: int, args=lambda rank: (), timeout: float = 
     for their process group) and return what they put on ``results``, sorted; stop them all in any case."""
     import multiprocessing
 
-    from nanoinfer.engine.parallel import free_port
+    from nanoinfer.parallel.workers import free_port
 
     ctx = multiprocessing.get_context("spawn")
     results, port = ctx.Queue(), free_port()
@@ -194,7 +194,7 @@ def kill_a_worker_during_decode(llm, step: int = 5) -> dict:
     import signal
     import time
 
-    victim = llm.engine.workers.procs[0]
+    victim = llm.model_runner.workers.procs[0]
     killed: dict = {}
 
     def kill(event):

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from nanoinfer.layers.attention import AttentionMetadata
-from nanoinfer.layers.attention_torch import TorchAttentionBackend
-from nanoinfer.layers.attention_triton import TritonAttentionBackend
+from nanoinfer.attention.base import AttentionMetadata
+from nanoinfer.attention.torch_backend import TorchAttentionBackend
+from nanoinfer.attention.triton_backend import TritonAttentionBackend
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -117,7 +117,10 @@ def run_triton(b: Batch, backend: TritonAttentionBackend | None = None) -> torch
     out = torch.full_like(b.q, float("nan"))
     q, k, v = packed_views(b.q, b.k, b.v)
     backend.store_kv(k, v, b.k_cache, b.v_cache, b.meta)
-    result = backend.forward(q, k, v, b.k_cache, b.v_cache, b.meta, b.scale, out=out)
+    if b.meta.is_decode:
+        result = backend.decode(q, b.k_cache, b.v_cache, b.meta, b.scale, out=out)
+    else:
+        result = backend.prefill(q, k, v, b.k_cache, b.v_cache, b.meta, b.scale, out=out)
     assert result is out
     assert torch.isfinite(out).all(), "an output element was not written (or is not finite)"
     return out
@@ -215,11 +218,14 @@ def test_engine_greedy_tokens_match_torch_backend(model, request):
 
 
 # ---- flash-attn ----------------------------------------------------------------------------------
-def test_flash_attn_rejects_small_blocks():
-    from nanoinfer.layers.attention_flash import FlashAttentionBackend
+def test_flash_attn_rejects_small_blocks_and_cpus():
+    """EngineConfig refuses what flash-attn's paged kernels cannot take, before any weight is loaded."""
+    from nanoinfer.config import EngineConfig
 
-    with pytest.raises(ValueError, match="kvcache_block_size"):
-        FlashAttentionBackend(block_size=16)
+    with pytest.raises(ValueError, match="set kvcache_block_size=256"):
+        EngineConfig(attention_backend="flash_attn", kvcache_block_size=16).fit_to_device(torch.device("cuda"))
+    with pytest.raises(ValueError, match="flash_attn' needs a CUDA device"):
+        EngineConfig(attention_backend="flash_attn", kvcache_block_size=256).fit_to_device(torch.device("cpu"))
 
 
 # ---- GPU only ------------------------------------------------------------------------------------
@@ -254,10 +260,10 @@ def test_gpu_decode_in_cuda_graph():
     backend = TritonAttentionBackend(decode_splits=4)
     out = torch.zeros_like(b.q)
     backend.store_kv(b.k, b.v, b.k_cache, b.v_cache, b.meta)
-    backend.forward(b.q, b.k, b.v, b.k_cache, b.v_cache, b.meta, b.scale, out=out)  # compile outside capture
+    backend.decode(b.q, b.k_cache, b.v_cache, b.meta, b.scale, out=out)  # compile outside capture
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        backend.forward(b.q, b.k, b.v, b.k_cache, b.v_cache, b.meta, b.scale, out=out)
+        backend.decode(b.q, b.k_cache, b.v_cache, b.meta, b.scale, out=out)
     graph.replay()
     check(b, out, HALF_TOL)
     # Shorter contexts over the same blocks: only the lengths in device memory change.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nanoinfer.layers.attention_cpu import CpuAttentionBackend, kernel_available, paged_decode_attention
+from nanoinfer.attention.cpu_backend import CpuAttentionBackend, kernel_available, paged_decode_attention
 from test_attention_backends import F32_TOL, make_batch, reference
 
 pytestmark = pytest.mark.skipif(not kernel_available(), reason="no C compiler to build the CPU kernel")
@@ -58,15 +58,15 @@ def test_bad_inputs_are_refused():
 
 
 def test_without_a_compiler_auto_falls_back_to_torch(monkeypatch):
-    from nanoinfer.layers import attention_cpu
-    from nanoinfer.layers.attention import make_attention_backend
+    from nanoinfer.attention import cpu_backend as attention_cpu
+    from nanoinfer.attention import make_attention_backend
 
     monkeypatch.setenv("CC", "/nonexistent/cc")
     attention_cpu.load_kernel.cache_clear()
     try:
-        assert make_attention_backend("auto", torch.device("cpu")).name == "torch"
+        assert make_attention_backend("auto", torch.device("cpu"), 16).name == "torch"
         with pytest.raises(RuntimeError, match="C compiler"):
-            make_attention_backend("cpu", torch.device("cpu"))
+            make_attention_backend("cpu", torch.device("cpu"), 16)
     finally:
         attention_cpu.load_kernel.cache_clear()
 
@@ -75,7 +75,7 @@ def test_loading_the_kernel_keeps_subnormal_floats():
     """Linked with -ffast-math, a library switches the process to flush-to-zero when it loads."""
     import numpy as np
 
-    from nanoinfer.layers.attention_cpu import load_kernel
+    from nanoinfer.attention.cpu_backend import load_kernel
 
     load_kernel()
     assert np.float32(1e-39) / np.float32(2) != 0
@@ -84,7 +84,7 @@ def test_loading_the_kernel_keeps_subnormal_floats():
 
 @pytest.mark.parametrize("tokens", [1, 5, 300])  # 300: the multi-threaded copy
 def test_store_kv_writes_the_same_slots_as_index_copy(tokens):
-    from nanoinfer.layers.attention_cpu import store_kv_cache
+    from nanoinfer.attention.cpu_backend import store_kv_cache
 
     g = torch.Generator().manual_seed(tokens)
     kv_heads, head_dim, num_slots = 3, 64, 64 * 16
@@ -101,7 +101,7 @@ def test_store_kv_writes_the_same_slots_as_index_copy(tokens):
 
 
 def test_store_kv_refuses_a_slot_outside_the_cache_and_writes_nothing():
-    from nanoinfer.layers.attention_cpu import store_kv_cache
+    from nanoinfer.attention.cpu_backend import store_kv_cache
 
     k = v = torch.randn(3, 2, 32)
     k_cache, v_cache = torch.zeros(4, 16, 2, 32), torch.zeros(4, 16, 2, 32)

@@ -1,6 +1,6 @@
 """The benchmark command runs both engines on one workload and reports both (no timing asserted)."""
 
-from nanoinfer.bench import main, random_workload
+from nanoinfer.tools.bench import main, random_workload
 
 
 def test_bench_compares_with_transformers(tiny_llama, capsys):

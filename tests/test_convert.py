@@ -5,7 +5,7 @@ import hypothesis.strategies as st
 import torch
 from hypothesis import given, settings
 
-from nanoinfer.convert import find_smollm2_gguf
+from nanoinfer.tools.convert import find_smollm2_gguf
 from solutions.phase5_models import unpermute_qk
 
 

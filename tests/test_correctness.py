@@ -14,7 +14,7 @@ GREEDY = SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True)
 
 
 def run(llm, prompts, events=False):
-    with llm.trace() as trace:
+    with llm.trace(logits=events) as trace:
         outputs = llm.generate(prompts, GREEDY, use_tqdm=False)
     return ([o.token_ids for o in outputs], trace) if events else [o.token_ids for o in outputs]
 
@@ -179,7 +179,7 @@ def test_llama3_rope_scaling_matches_transformers(tmp_path):
 
 def test_layers_share_one_rotary_table_looked_up_once_per_step(tiny_qwen3):
     """One cos/sin table for the model, and one lookup per forward pass, left in the step's scratch."""
-    from nanoinfer.layers.attention import AttentionMetadata
+    from nanoinfer.attention.base import AttentionMetadata
 
     # on the CPU: every step runs the model's forward in Python (a GPU replays captured decode graphs)
     llm = LLM(str(tiny_qwen3), device="cpu", max_model_len=64, kv_cache_memory_bytes=1 << 22)

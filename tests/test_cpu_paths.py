@@ -1,10 +1,10 @@
-"""CPU-only fast paths against references: packed-weight matrix products (layers/cpu_packed.py) against
+"""CPU-only fast paths against references: packed-weight matrix products (fast/cpu_packed.py) against
 float64, and the row-chunked prefill MLP (models/llama.py) against the whole-batch one."""
 
 import pytest
 import torch
 
-from nanoinfer.layers import cpu_packed
+from nanoinfer.fast import cpu_packed
 
 pytestmark = pytest.mark.skipif(not cpu_packed.packing_available(), reason="this torch build has no oneDNN")
 
@@ -18,7 +18,7 @@ def test_packed_linear_matches_float64(rows, with_bias):
     x = torch.randn(rows, 96, generator=g)
     packed = cpu_packed.pack_weight(weight)
     assert packed is not None
-    out = cpu_packed.linear(x, weight, bias, packed)
+    out = cpu_packed.packed_linear(x, weight, bias, packed=packed)
     ref = x.double() @ weight.double().T + (bias.double() if with_bias else 0)
     assert out.shape == (rows, 200) and out.dtype == torch.float32
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-4)
@@ -32,13 +32,21 @@ def test_only_float32_cpu_weights_are_packed():
 def test_engine_packs_every_linear_and_the_head(tiny_llama):
     from nanoinfer import LLM
 
+    import torch.nn.functional as F
+
+    from nanoinfer.layers.embed_head import ParallelLMHead
+    from nanoinfer.layers.linear import LinearBase
+
+    def ops(llm):
+        return [m.op for m in llm.model_runner.model.modules() if isinstance(m, (LinearBase, ParallelLMHead))]
+
     with LLM(tiny_llama, num_kvcache_blocks=64) as llm:
-        model = llm.model_runner.model
-        slots = [m for m in model.modules() if hasattr(m, "packed_weight")]
-        assert llm.model_runner.packed_weights == len(slots) > 0
-        assert all(m.packed_weight is not None for m in slots)
+        packed = ops(llm)
+        applied = llm.fast_paths().set_index("name").loc["packed CPU weights", "applied"]
+    assert len(packed) == 4 * 2 + 1 and all(op.func is cpu_packed.packed_linear for op in packed)
+    assert applied == f"F.linear in {len(packed)} layers"
     with LLM(tiny_llama, num_kvcache_blocks=64, pack_cpu_weights=False) as llm:
-        assert llm.model_runner.packed_weights == 0
+        assert set(ops(llm)) == {F.linear}
 
 
 def test_row_chunked_mlp_matches_the_whole_batch(tiny_llama):

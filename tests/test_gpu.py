@@ -24,6 +24,13 @@ def free_gpu_memory():
     torch.cuda.empty_cache()
 
 
+def fast_path(llm, name: str) -> str:
+    """What the named fast path replaced in this engine ("" when it is off)."""
+    return llm.fast_paths().set_index("name").loc[name, "applied"]
+
+
+def prologue(llm) -> str:
+    return fast_path(llm, "fused attention prologue")
 
 
 def assert_same_generations(a, b, prompts, tolerance=1e-5, first_step_only=False):
@@ -89,7 +96,7 @@ def test_fused_attention_prologue_matches_the_separate_ops(tiny_qwen3):
     fused = LLM(str(tiny_qwen3), **common)
     separate = LLM(str(tiny_qwen3), fused_attention_prologue=False, **common)
     layers = fused.engine.hf_config.num_hidden_layers
-    assert fused.model_runner.fused_prologues == layers and separate.model_runner.fused_prologues == 0
+    assert prologue(fused) == f"norms, rotary and KV write in {layers} layers" and prologue(separate) == ""
     assert_same_generations(fused, separate, prompts)
     assert_no_leaks(fused)
 
@@ -107,7 +114,7 @@ def test_fused_prologue_on_a_llama(tmp_path):
 
     def run(dtype, fused):
         llm = LLM(str(path), dtype=dtype, fused_attention_prologue=fused, **common)
-        assert llm.model_runner.fused_prologues == (2 if fused else 0)
+        assert prologue(llm) == ("norms, rotary and KV write in 2 layers" if fused else "")
         tokens, logits = generate_with_logits(llm, prompts, GREEDY)
         assert_no_leaks(llm)
         llm.shutdown()
@@ -133,11 +140,10 @@ def test_fused_prologue_on_a_llama(tmp_path):
 def test_triton_sampler_on_16_bit_logits(tiny_qwen3):
     """The GPU sampler reads bf16 logits as they are: greedy, sampled and seeded rows in one batch; a seeded
     or greedy row draws what it draws alone. A learner's Exercise 3.2 turns the Triton path off."""
-    from nanoinfer.extensions import use_exercises
-    from nanoinfer.layers.sampler import Sampler
+    from nanoinfer.workbook.registry import use_exercises
 
     llm = LLM(str(tiny_qwen3), max_model_len=256, gpu_memory_utilization=0.3)  # bf16
-    assert llm.model_runner.sampler.fast_path
+    assert fast_path(llm, "Triton sampler")
     greedy = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
     seeded = SamplingParams(temperature=0.7, max_tokens=12, seed=5, ignore_eos=True)
     free = SamplingParams(temperature=1.0, max_tokens=12, ignore_eos=True)
@@ -145,9 +151,12 @@ def test_triton_sampler_on_16_bit_logits(tiny_qwen3):
     assert batch[0].token_ids == llm.generate([[1, 2, 3]], greedy, use_tqdm=False)[0].token_ids
     assert batch[1].token_ids == llm.generate([[1, 2, 3]], seeded, use_tqdm=False)[0].token_ids
     assert all(0 <= t < llm.engine.hf_config.vocab_size for o in batch for t in o.token_ids)
-    with use_exercises("3.2"):
-        assert not Sampler(torch.device("cuda")).fast_path
     assert_no_leaks(llm)
+    llm.shutdown()
+    with use_exercises("3.2"):
+        learner = LLM(str(tiny_qwen3), max_model_len=256, gpu_memory_utilization=0.3)
+    assert not fast_path(learner, "Triton sampler")
+    learner.shutdown()
 
 
 def test_bf16_graphs_and_sampling_run(tiny_qwen3):
@@ -175,13 +184,11 @@ def test_memory_plan_fills_the_budget(tiny_qwen3):
 def _peer_all_reduce_rank(rank: int, port: int, results, size: int, mode: str = "peer") -> None:
     import os
 
-    from nanoinfer import distributed
-    from nanoinfer.engine.parallel import init_rank
-
-    os.environ["NANOINFER_ALL_REDUCE"] = mode
+    from nanoinfer.parallel import comm as distributed
+    from nanoinfer.parallel.workers import init_rank
 
     device = torch.device("cuda", rank)
-    init_rank(rank, size, port, device, torch.bfloat16)
+    init_rank(rank, size, port, device, torch.bfloat16, all_reduce="auto" if mode == "peer" else mode)
     path = distributed.all_reduce_path()
     errors = []
     for shape in [(1, 4096), (37, 4096), (256, 1024), (512, 4096)]:  # fresh random data, several sizes
@@ -219,8 +226,8 @@ import sys, time
 sys.path.insert(0, sys.argv[2])  # the tests folder, for helpers
 from helpers import kill_a_worker_during_decode
 from nanoinfer import LLM, SamplingParams
-from nanoinfer.distributed import all_reduce_path
-from nanoinfer.engine.parallel import WorkerDied
+from nanoinfer.parallel.comm import all_reduce_path
+from nanoinfer.parallel.workers import WorkerDied
 
 if __name__ == "__main__":
     llm = LLM(sys.argv[1], max_model_len=256, tensor_parallel_size=2, dtype="bfloat16", gpu_memory_utilization=0.3)
@@ -273,7 +280,7 @@ _BF16_TP = """
 import json
 from helpers import generate_with_logits, mean_error_to_reference
 from nanoinfer import LLM, SamplingParams
-from nanoinfer import distributed
+from nanoinfer.parallel import comm as distributed
 
 if __name__ == "__main__":
     prompts = [[(7 * i + j) % 1000 + 1 for j in range(5 + 9 * i)] for i in range(6)]
@@ -379,7 +386,7 @@ _TWO_ENGINES = """
 import json, time, warnings
 from helpers import generate_with_logits
 from nanoinfer import LLM, SamplingParams
-from nanoinfer.distributed import all_reduce_path
+from nanoinfer.parallel.comm import all_reduce_path
 
 if __name__ == "__main__":
     prompts = [[(3 * i + j) % 500 + 1 for j in range(4 + 5 * i)] for i in range(4)]
@@ -416,12 +423,12 @@ def test_a_second_tensor_parallel_engine_in_one_process(tiny_qwen3):
 
 
 _HELD_GRAPHS = """
-import json, os, time
-os.environ["NANOINFER_ALL_REDUCE"] = "nccl"  # every all-reduce through NCCL, so the graphs capture NCCL calls
+import json, time
 from nanoinfer import LLM, SamplingParams
 
-if __name__ == "__main__":
-    with LLM(sys.argv[1], tensor_parallel_size=2, max_model_len=256, gpu_memory_utilization=0.3) as llm:
+if __name__ == "__main__":  # every all-reduce through NCCL, so that the graphs capture NCCL calls
+    with LLM(sys.argv[1], tensor_parallel_size=2, max_model_len=256, gpu_memory_utilization=0.3,
+             all_reduce="nccl") as llm:
         llm.generate([[1, 2, 3]] * 3, SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True),
                      use_tqdm=False)
         graphs = llm.model_runner.graphs  # held past the shutdown, as a notebook holding the runner would

@@ -5,7 +5,7 @@ import pytest
 
 from helpers import assert_no_leaks
 from nanoinfer import LLM
-from nanoinfer.profiling import category, profile_decode, time_per_kernel
+from nanoinfer.tools.profiling import category, profile_decode, time_per_kernel
 
 
 def test_profile_decode_on_a_cpu(tiny_qwen3):

@@ -1,4 +1,4 @@
-"""The GPU's fused attention prologue (layers/qk_prologue_triton.py: q/k norms, rotary, KV-cache write in one
+"""The GPU's fused attention prologue (fast/qk_prologue_triton.py: q/k norms, rotary, KV-cache write in one
 kernel) against the reference ops it replaces, on fresh random inputs. Without a GPU it runs in Triton's
 interpreter (conftest), which has no bfloat16: float32 and float16 there, bfloat16 on a GPU."""
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoConfig
 
-from nanoinfer.layers.qk_prologue_triton import qk_prologue, supported
+from nanoinfer.fast.qk_prologue_triton import qk_prologue, supported
 from nanoinfer.models.llama import LlamaAttention
 from nanoinfer.models.qwen3 import Qwen3Attention
 
@@ -81,14 +81,15 @@ def test_head_sizes_the_kernel_takes():
 def test_only_layers_running_the_reference_ops_are_fused(tiny_qwen3):
     """A learner's own rotary (or norm) must run as written: those layers keep the separate ops."""
     from nanoinfer import LLM
-    from nanoinfer.extensions import use_exercises
+    from nanoinfer.fast import _fuse_attention_prologues
+    from nanoinfer.workbook.registry import use_exercises
 
     common = dict(device="cpu", max_model_len=64, kv_cache_memory_bytes=1 << 22, cpu_small_ops=False)
     reference_ops = LLM(str(tiny_qwen3), **common)
-    assert reference_ops.model_runner.fused_prologues == 0  # a CPU never fuses
+    assert reference_ops.fast_paths().set_index("name").loc["fused attention prologue", "applied"] == ""  # a CPU
     layers = reference_ops.engine.hf_config.num_hidden_layers
-    assert reference_ops.model_runner._fuse_attention_prologues() == layers
+    assert _fuse_attention_prologues(reference_ops.model_runner.model) == f"norms, rotary and KV write in {layers} layers"
     for exercise in ("5.1", "5.2"):
         with use_exercises(exercise):
             learner = LLM(str(tiny_qwen3), **common)
-        assert learner.model_runner._fuse_attention_prologues() == 0
+        assert _fuse_attention_prologues(learner.model_runner.model) == ""

@@ -1,12 +1,12 @@
-"""The GPU's Gumbel-max kernels (layers/sampler_triton.py) against the math they replace, on fresh random
+"""The GPU's Gumbel-max kernels (fast/sampler_triton.py) against the math they replace, on fresh random
 inputs. Without a GPU they run in Triton's interpreter (conftest), so the vocabularies stay small."""
 
 import pytest
 import torch
 
-from nanoinfer.extensions import solution
-from nanoinfer.layers.sampler_triton import (CHUNK, gumbel_max_sample_triton, seeded_exponential_noise,
-                                             seeded_gumbel_max_triton)
+from nanoinfer.fast.sampler_triton import (CHUNK, gumbel_max_sample_triton, seeded_exponential_noise,
+                                           seeded_gumbel_max_triton)
+from nanoinfer.layers.sampler import gumbel_max_sample
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -20,7 +20,7 @@ def reference(logits, temperatures, noise):
 
 
 @pytest.mark.parametrize("rows,vocab", [(1, 7), (5, CHUNK), (6, 2 * CHUNK + 333)])
-def test_kernel_matches_float64_and_the_reference_solution(rows, vocab):
+def test_kernel_matches_float64_and_the_reference(rows, vocab):
     g = torch.Generator().manual_seed(rows * 1000 + vocab)
     logits = (torch.randn(rows, vocab, generator=g) * 4).to(DEVICE)
     noise = torch.empty(rows, vocab).exponential_(generator=g).to(DEVICE)
@@ -28,8 +28,8 @@ def test_kernel_matches_float64_and_the_reference_solution(rows, vocab):
     tokens = gumbel_max_sample_triton(logits, temperatures, noise)
     assert tokens.dtype == torch.int64 and tokens.shape == (rows,)
     assert torch.equal(tokens.cpu(), reference(logits, temperatures, noise).cpu())
-    # the engine's CPU path (Exercise 3.2's reference) draws the same tokens from the same noise
-    assert torch.equal(tokens.cpu(), solution("3.2")(logits, temperatures, noise).cpu())
+    # the engine's reference (layers/sampler.py) draws the same tokens from the same noise
+    assert torch.equal(tokens.cpu(), gumbel_max_sample(logits, temperatures, noise).cpu())
 
 
 def test_kernel_reads_16_bit_logits_as_they_are():
@@ -80,7 +80,7 @@ def test_seeded_draw_is_the_reference_on_its_own_noise(rows, vocab):
     tokens, scores = seeded_gumbel_max_triton(logits, temperatures, seeds)
     noise = seeded_exponential_noise(seeds, vocab)
     assert torch.equal(tokens.cpu(), reference(logits, temperatures, noise).cpu())
-    assert torch.equal(tokens.cpu(), solution("3.2")(logits, temperatures, noise).cpu())
+    assert torch.equal(tokens.cpu(), gumbel_max_sample(logits, temperatures, noise).cpu())
     assert torch.equal(tokens, gumbel_max_sample_triton(logits, temperatures, noise))
     # the winner's score: logits / T - log E (the logit itself where T == 0)
     rows_ = torch.arange(rows, device=DEVICE)
@@ -101,7 +101,7 @@ def test_seeded_noise_is_exponential_and_depends_on_seed_and_column_only():
 
 
 def test_shards_of_the_vocabulary_draw_the_whole_rows_tokens():
-    """What tensor-parallel ranks do (ParallelLMHead.sample): each draws the winner of its columns, the
+    """What tensor-parallel ranks do (TritonSampler.sample_shards): each draws the winner of its columns, the
     best score wins, ties go to the lower shard, i.e. the lower token id."""
     rows, vocab = 7, 2 * CHUNK + 100
     g = torch.Generator().manual_seed(5)
@@ -135,9 +135,9 @@ def test_lm_head_ranks_offer_the_whole_rows_token(vocab, ranks):
     """ParallelLMHead as each rank builds it (vocabularies that do not divide: the last shard is padded
     with zero rows, and with 5 entries on 4 ranks the last holds padding only): the best of the ranks'
     offers is the token drawn from the whole rows, greedy ties across ranks included."""
-    from nanoinfer.distributed import set_tensor_parallel
-    from nanoinfer.layers.cpu_packed import linear
-    from nanoinfer.layers.embed_head import ParallelLMHead, best_offer
+    from nanoinfer.fast.sampler_triton import best_offer, offer
+    from nanoinfer.layers.embed_head import ParallelLMHead
+    from nanoinfer.parallel.comm import set_tensor_parallel
 
     hidden_size, rows = 16, 6
     g = torch.Generator().manual_seed(vocab)
@@ -158,9 +158,9 @@ def test_lm_head_ranks_offer_the_whole_rows_token(vocab, ranks):
     finally:
         set_tensor_parallel(0, 1)
     hidden, temperatures, seeds = hidden.to(DEVICE), temperatures.to(DEVICE), seeds.to(DEVICE)
-    offers = torch.stack([h.offer(hidden, temperatures, seeds) for h in heads]).cpu()
+    offers = torch.stack([offer(h, hidden, temperatures, seeds) for h in heads]).cpu()
     # the whole rows as the ranks' logits joined (what the LM head's all-gather gives, to the bit)
-    joined = torch.cat([linear(hidden, h.weight, None, None) for h in heads], dim=1)[:, :vocab]
+    joined = torch.cat([torch.nn.functional.linear(hidden, h.weight) for h in heads], dim=1)[:, :vocab]
     whole = seeded_gumbel_max_triton(joined, temperatures, seeds)[0]
     tokens = best_offer(offers)
     assert torch.equal(tokens, whole.cpu()), (tokens, whole)

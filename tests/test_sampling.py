@@ -56,7 +56,7 @@ def test_sampled_tokens_follow_the_distribution(tiny_llama):
     llm = LLM(str(tiny_llama), max_model_len=128)
     prompt = [42, 7, 300]
     temperature = 1.5
-    with llm.trace() as trace:
+    with llm.trace(logits=True) as trace:
         llm.generate([prompt], SamplingParams(temperature=0, max_tokens=1), use_tqdm=False)
     logits = next(e for e in trace if e.kind == "sampled").data["logits"][0]
     probs = torch.softmax(logits / temperature, dim=-1)
@@ -87,12 +87,12 @@ def test_seeded_triton_draw_in_the_engine(tiny_qwen3):
     trace records them, the whole rows: the same tokens. A seeded request keeps its tokens whatever else
     is in the batch, a top-p request among them included."""
     with LLM(str(tiny_qwen3), max_model_len=128, sampler="triton") as llm:
-        assert llm.model_runner.sampler.fast_path
+        assert llm.fast_paths().set_index("name").loc["Triton sampler", "applied"]
         prompts = [[3, 4, 5], [9, 9], [1] * 20]
         hot = SamplingParams(temperature=0.8, max_tokens=12, ignore_eos=True)
         seeded = SamplingParams(temperature=0.8, seed=7, max_tokens=12, ignore_eos=True)
         plain = [o.token_ids for o in llm.generate(prompts, [hot, seeded, hot], use_tqdm=False)]
-        with llm.trace() as trace:  # the trace asks for the logits: whole rows are sampled
+        with llm.trace(logits=True) as trace:  # the trace asks for the logits: whole rows are sampled
             traced = [o.token_ids for o in llm.generate(prompts, [hot, seeded, hot], use_tqdm=False)]
         assert any(e.kind == "sampled" and e.data["logits"] is not None for e in trace)
         assert traced[1] == plain[1]
@@ -105,10 +105,10 @@ def test_seeded_triton_draw_in_the_engine(tiny_qwen3):
 
 
 def test_seeded_triton_draw_matches_the_reference_on_the_same_noise(tiny_llama):
-    """Step by step, the engine's Triton tokens are those Exercise 3.2's reference draws from the noise
-    the kernel makes (written out by seeded_exponential_noise)."""
-    from nanoinfer.extensions import solution
-    from nanoinfer.layers.sampler_triton import seeded_exponential_noise
+    """Step by step, the engine's Triton tokens are those the reference ``gumbel_max_sample`` draws from
+    the noise the kernel makes (written out by seeded_exponential_noise)."""
+    from nanoinfer.fast.sampler_triton import seeded_exponential_noise
+    from nanoinfer.layers.sampler import gumbel_max_sample
 
     class Recording:  # the engine's sampler, keeping what it was given and what it drew
         def __init__(self, inner):
@@ -124,22 +124,22 @@ def test_seeded_triton_draw_matches_the_reference_on_the_same_noise(tiny_llama):
 
     with LLM(str(tiny_llama), max_model_len=128, sampler="triton") as llm:
         recording = llm.model_runner.sampler = Recording(llm.model_runner.sampler)
-        with llm.trace():  # the whole rows, through Sampler.__call__
+        with llm.trace(logits=True):  # the whole rows, through TritonSampler.__call__
             llm.generate([[1, 2, 3], [4] * 9], SamplingParams(temperature=1.3, max_tokens=5, ignore_eos=True),
                          use_tqdm=False)
     assert len(recording.seen) >= 5
     for logits, draw, tokens in recording.seen:
         t, seeds = (torch.tensor(x, device=logits.device) for x in (draw.temperatures, draw.seeds))
         noise = seeded_exponential_noise(seeds, logits.shape[1])
-        assert torch.equal(tokens, solution("3.2")(logits.float(), t, noise))
+        assert torch.equal(tokens, gumbel_max_sample(logits.float(), t, noise))
 
 
 def test_seeds_of_the_triton_draw():
     """Unseeded rows get seeds of their own; a seeded request's seed depends on its seed and position
     only (not on the step or the batch), and changes from one position to the next."""
-    from nanoinfer.layers.sampler import Sampler, request_seed
+    from nanoinfer.fast.sampler_triton import TritonSampler, request_seed
 
-    sampler = Sampler(torch.device("cpu"), seed=0, backend="triton")
+    sampler = TritonSampler(torch.device("cpu"), seed=0)
     free, seeded = SamplingParams(temperature=1.0), SamplingParams(temperature=1.0, seed=42)
     draw = sampler.plan([free] * 64 + [seeded], list(range(100, 165)))
     assert len(set(draw.seeds[:64])) == 64

@@ -1,11 +1,11 @@
-"""The C versions of RMSNorm, rotary and SiLU-and-multiply (layers/small_ops_cpu.c) against float64
+"""The C versions of RMSNorm, rotary and SiLU-and-multiply (fast/small_ops_cpu.c) against float64
 references on fresh random inputs, their fallbacks to torch, and how the engine picks them."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from nanoinfer.layers import small_ops_cpu
+from nanoinfer.fast import small_ops_cpu
 
 pytestmark = pytest.mark.skipif(small_ops_cpu.load_small_ops() is None, reason="no C compiler")
 
@@ -96,11 +96,9 @@ def test_what_the_loops_do_not_cover_goes_to_torch():
 
 def test_the_engine_uses_c_only_where_the_reference_runs(tiny_llama):
     from nanoinfer import LLM, use_exercises
-    from nanoinfer.extensions import solution
-    from nanoinfer.layers.activation import SiluAndMul
-    from nanoinfer.layers.activation import silu_and_mul as torch_silu_and_mul
-    from nanoinfer.layers.layernorm import RMSNorm
-    from nanoinfer.layers.rotary_embedding import RotaryEmbedding
+    from nanoinfer.layers.activation import SiluAndMul, silu_and_mul
+    from nanoinfer.layers.layernorm import RMSNorm, rms_norm
+    from nanoinfer.layers.rotary_embedding import RotaryEmbedding, apply_rotary
 
     def ops(llm, cls):
         return {m.op for m in llm.model_runner.model.modules() if isinstance(m, cls)}
@@ -110,29 +108,30 @@ def test_the_engine_uses_c_only_where_the_reference_runs(tiny_llama):
         assert ops(llm, RotaryEmbedding) == {small_ops_cpu.apply_rotary}
         assert ops(llm, SiluAndMul) == {small_ops_cpu.silu_and_mul}
     with LLM(tiny_llama, num_kvcache_blocks=32, cpu_small_ops=False) as llm:
-        assert ops(llm, RMSNorm) == {solution("5.1")}
-        assert ops(llm, RotaryEmbedding) == {solution("5.2")}
-        assert ops(llm, SiluAndMul) == {torch_silu_and_mul}
+        assert ops(llm, RMSNorm) == {rms_norm}
+        assert ops(llm, RotaryEmbedding) == {apply_rotary}
+        assert ops(llm, SiluAndMul) == {silu_and_mul}
     with use_exercises("5.1"):
         with LLM(tiny_llama, num_kvcache_blocks=32) as llm:
             import exercises.phase5_models as learner
 
             assert ops(llm, RMSNorm) == {learner.rms_norm}  # the learner's code is what runs
             assert ops(llm, RotaryEmbedding) == {small_ops_cpu.apply_rotary}
+            assert "Exercise(s) 5.1 selected" in llm.fast_paths().reason.str.cat()
 
 
 def test_without_a_compiler_the_model_keeps_torch_ops(monkeypatch, tiny_llama):
+    from nanoinfer import LLM
+    from nanoinfer.layers.layernorm import RMSNorm, rms_norm
+
     monkeypatch.setenv("CC", "/nonexistent/cc")
     small_ops_cpu.load_small_ops.cache_clear()
     try:
-        from nanoinfer.models.llama import LlamaForCausalLM
-        from transformers import AutoConfig
-
-        model = LlamaForCausalLM(AutoConfig.from_pretrained(tiny_llama))
-        assert small_ops_cpu.use_cpu_small_ops(model) == 0
+        with LLM(tiny_llama, num_kvcache_blocks=32, attention_backend="torch") as llm:
+            norms = {m.op for m in llm.model_runner.model.modules() if isinstance(m, RMSNorm)}
+            paths = llm.fast_paths().set_index("name")
+        assert norms == {rms_norm} and paths.loc["C small ops", "applied"] == ""
         x = torch.randn(2, 64)
-        from solutions.phase5_models import rms_norm
-
         assert torch.equal(small_ops_cpu.rms_norm(x, torch.ones(64), 1e-5), rms_norm(x, torch.ones(64), 1e-5))
     finally:
         small_ops_cpu.load_small_ops.cache_clear()

@@ -9,7 +9,7 @@ import pytest
 from helpers import (assert_no_leaks, generate_with_logits, kill_a_worker_during_decode, relative_error,
                      run_spawned_ranks)
 from nanoinfer import LLM, SamplingParams
-from nanoinfer.engine.parallel import WorkerDied
+from nanoinfer.parallel.workers import WorkerDied
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True)
 
@@ -75,7 +75,7 @@ def test_interrupt_stops_the_group(tiny_llama):
     with pytest.raises(KeyboardInterrupt):
         llm.generate([[5, 6, 7]] * 2, SamplingParams(max_tokens=50), use_tqdm=False)
     assert llm.block_manager.num_free_blocks == llm.block_manager.num_blocks
-    assert llm.engine.workers.closed
+    assert llm.model_runner.workers.closed
 
 
 def test_communication_is_measured(tiny_llama):
@@ -90,18 +90,17 @@ def test_communication_is_measured(tiny_llama):
 
 
 def test_workers_run_the_exercises_selected_in_the_caller(tiny_llama, monkeypatch):
-    """``use_exercises`` is local to the caller's thread; the workers must still run the same code as
-    rank 0 (3.1, naive attention, is selected but not called: the engine uses the torch backend), and
-    exactly that, whatever NANOINFER_EXERCISES said when they were spawned."""
-    from nanoinfer import use_exercises
+    """The workers run the same code as rank 0 (3.1, naive attention, is selected but not called: the
+    engine uses the torch backend), and exactly that, whatever NANOINFER_EXERCISES says in their process."""
+    from nanoinfer.workbook import registry
 
-    monkeypatch.delenv("NANOINFER_EXERCISES", raising=False)
-    with use_exercises("3.1"):
-        llm = LLM(tiny_llama, tensor_parallel_size=2)
-    with llm:
-        assert llm.engine.model_runner.learner_exercises() == ["3.1"]
-        llm.engine.workers.call("learner_exercises", reply=True)
-        assert llm.engine.workers.replies() == [["3.1"]]
+    monkeypatch.setattr(registry, "_pinned", None)  # (restored after the test)
+    monkeypatch.setenv("NANOINFER_EXERCISES", "2.2")  # the workers inherit it, but take rank 0's selection
+    registry.select_exercises("3.1")
+    with LLM(tiny_llama, tensor_parallel_size=2) as llm:
+        assert llm.model_runner.learner_exercises() == ["3.1"]
+        llm.model_runner.workers.call("learner_exercises", reply=True)
+        assert llm.model_runner.workers.replies() == [["3.1"]]
 
 
 def test_row_parallel_layers_alternate_the_shared_all_reduce_buffers(tiny_llama):
@@ -109,8 +108,9 @@ def test_row_parallel_layers_alternate_the_shared_all_reduce_buffers(tiny_llama)
     has consumed it, and every rank counts them alike (the slot is not a process-wide counter)."""
     from transformers import AutoConfig
 
-    from nanoinfer.layers.linear import RowParallelLinear, alternate_output_slots
+    from nanoinfer.layers.linear import RowParallelLinear
     from nanoinfer.models.llama import LlamaForCausalLM
+    from nanoinfer.parallel.peer_memory import alternate_output_slots
 
     config = AutoConfig.from_pretrained(tiny_llama)
     for _ in range(2):  # a second model in the same process numbers its layers from the start again
@@ -126,7 +126,7 @@ def _set_up_peer_memory(rank: int, port: int, results, tried_before: bool) -> No
     import torch
     import torch.distributed as dist
 
-    from nanoinfer import distributed
+    from nanoinfer.parallel import comm, peer_memory
 
     allocated = []
 
@@ -135,12 +135,12 @@ def _set_up_peer_memory(rank: int, port: int, results, tried_before: bool) -> No
             allocated.append(rank)
             raise RuntimeError("no symmetric memory on a CPU")
 
-    distributed.PeerMemoryAllReduce = Recorder
-    distributed._peer_tried_in_this_process = tried_before
-    distributed.set_tensor_parallel(rank, 2)
+    peer_memory.PeerMemoryAllReduce = Recorder
+    peer_memory._peer_tried_in_this_process = tried_before
+    comm.set_tensor_parallel(rank, 2)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        path = distributed.enable_peer_all_reduce(torch.device("cpu"), torch.bfloat16)
+        path = peer_memory.enable_peer_all_reduce(torch.device("cpu"), torch.bfloat16)
     finally:
         dist.destroy_process_group()
     results.put((rank, path, bool(allocated)))
@@ -162,7 +162,7 @@ def test_released_cuda_graphs_are_destroyed_even_if_held():
     teardown waiting forever. (Stand-in graphs: a CPU has none.)"""
     import torch
 
-    from nanoinfer.engine.cuda_graphs import CudaGraphRunner
+    from nanoinfer.fast.cuda_graphs import CudaGraphRunner
     from nanoinfer.engine.model_runner import ModelRunner
 
     class Graph:
@@ -202,7 +202,7 @@ def test_ranks_sample_their_own_vocabulary_shards(tmp_path):
         with LLM(str(path), max_model_len=128, tensor_parallel_size=tp, sampler="triton",
                  measure_communication=True) as llm:
             if traced:
-                with llm.trace() as trace:
+                with llm.trace(logits=True) as trace:
                     outputs = llm.generate(prompts, params, use_tqdm=False)
                 assert all(e.data["logits"].shape[1] == 509 for e in trace if e.kind == "sampled")
             else:

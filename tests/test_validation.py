@@ -88,10 +88,37 @@ def test_kv_budget_too_small_names_the_knob(tiny_llama):
         LLM(str(tiny_llama), max_model_len=128, kv_cache_memory_bytes=1000)
 
 
-def test_triton_sampler_on_a_cpu_needs_the_interpreter(tiny_llama, monkeypatch):
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    with pytest.raises(ValueError, match="TRITON_INTERPRET"):
-        LLM(str(tiny_llama), device="cpu", sampler="triton")
+TRITON_ON_A_CPU = """
+import sys
+import torch
+from nanoinfer import LLM, SamplingParams
+params = SamplingParams(temperature=0.9, seed=3, max_tokens=4)
+if sys.argv[2] == "compiled-first":  # a kernel module imported before the engine chose the interpreter
+    import nanoinfer.fast.sampler_triton
+try:
+    with LLM(sys.argv[1], device="cpu", sampler="triton", max_model_len=64) as llm:
+        print(llm.generate([[1, 2, 3]], params, use_tqdm=False)[0].token_ids)
+except RuntimeError as error:
+    print("RuntimeError:", error)
+"""
+
+
+@pytest.mark.parametrize("order", ["engine-first", "compiled-first"])
+def test_triton_on_a_cpu_runs_in_the_interpreter(tiny_llama, order):
+    """sampler='triton' on a CPU turns Triton's interpreter on by itself (a fresh process, without
+    TRITON_INTERPRET); where a kernel module was already compiled for a GPU it says so instead of failing later."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", TRITON_ON_A_CPU, str(tiny_llama), order], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if order == "engine-first":
+        assert done.stdout.startswith("[") and len(eval(done.stdout)) == 4, done.stdout
+    else:
+        assert "RuntimeError" in done.stdout and "TRITON_INTERPRET=1" in done.stdout, done.stdout
 
 
 def test_max_model_len_beyond_model(tiny_llama):

@@ -1,6 +1,7 @@
-"""The workbook's structure: stubs mirror solutions, every stub raises, every exercise has tests and a check.
+"""The workbook's structure: stubs mirror solutions, every stub raises, every exercise has tests and a check,
+every engine hook is where the registry says.
 
-Whether the exercise tests pass on the solutions is tests/exercises itself (run it with the default target).
+Whether the exercise tests pass on the solutions is tests/exercise_checks itself (its default target).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import __future__
 import importlib
 import inspect
+import re
 import subprocess
 import sys
 import types
@@ -15,12 +17,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-# tests/ holds a folder named exercises/ that Python would take for the `exercises` package: the root comes first.
-if str(ROOT) not in sys.path[:1]:
-    sys.path.insert(0, str(ROOT))
+from nanoinfer.workbook.registry import EXERCISES
 
-from nanoinfer.extensions import EXERCISES  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MODULES = sorted({e.module for e in EXERCISES.values()})
 # Methods of a stub class that must raise (when the class defines them).
@@ -28,12 +27,14 @@ CLASS_ENTRY_POINTS = ("__init__", "__call__", "__len__")
 
 
 def public_names(module) -> dict[str, object]:
-    """What a module defines for its users: no private names, no imported modules, classes or functions."""
+    """What a module defines for its users: the exercises' names (a solution may import them from the
+    engine), and any other public name it defines itself (no imported modules, classes or functions)."""
+    registered = {n for e in EXERCISES.values() if module.__name__.endswith(f".{e.module}") for n in e.names}
     names = {}
     for name, value in vars(module).items():
-        if name.startswith("_") or isinstance(value, (types.ModuleType, __future__._Feature)):
+        if name.startswith("_") or name == "TYPE_CHECKING" or isinstance(value, (types.ModuleType, __future__._Feature)):
             continue
-        if getattr(value, "__module__", module.__name__) != module.__name__ and (
+        if name not in registered and getattr(value, "__module__", module.__name__) != module.__name__ and (
                 inspect.isclass(value) or inspect.isfunction(value)):
             continue  # imported, not defined here
         names[name] = value
@@ -114,18 +115,33 @@ def test_every_stub_raises_naming_its_exercise(ex_id, module, name):
 
 @pytest.mark.parametrize("ex_id", sorted(EXERCISES))
 def test_every_exercise_has_tests(ex_id):
-    """tests/exercises/test_ex<major>_<minor>.py exists and uses the impl fixture"""
+    """tests/exercise_checks/test_ex<major>_<minor>.py exists and uses the impl fixture"""
     major, minor = ex_id.split(".")
-    path = ROOT / "tests" / "exercises" / f"test_ex{major}_{minor}.py"
+    path = ROOT / "tests" / "exercise_checks" / f"test_ex{major}_{minor}.py"
     assert path.is_file(), f"exercise {ex_id} has no tests: expected {path.relative_to(ROOT)}"
     assert "impl" in path.read_text(), f"{path.name} never uses the impl fixture, so it cannot test the learner's code"
 
 
 def test_no_stray_test_files():
     """every test_ex file belongs to a registered exercise"""
-    for path in (ROOT / "tests" / "exercises").glob("test_ex*.py"):
+    for path in (ROOT / "tests" / "exercise_checks").glob("test_ex*.py"):
         major, minor = path.stem.removeprefix("test_ex").split("_")
         assert f"{int(major)}.{int(minor)}" in EXERCISES, f"{path.name} tests an exercise that is not registered"
+
+
+def test_every_hook_is_where_the_registry_says():
+    """Each exercise with an engine hook is looked up (learner_code) in the file its registry entry names,
+    and nowhere else; the engine never imports solutions/."""
+    calls: dict[str, set[str]] = {}
+    for path in (ROOT / "nanoinfer").rglob("*.py"):
+        if path.parent.name == "workbook":  # (the registry's docstring shows a call)
+            continue
+        text = path.read_text()
+        for ex_id in re.findall(r'learner_code\("(\d+\.\d+)"', text):
+            calls.setdefault(ex_id, set()).add(str(path.relative_to(ROOT)))
+        assert not re.search(r"^\s*(from|import) solutions", text, re.M), f"{path} imports solutions/"
+    hooks = {e.id: {e.hook} for e in EXERCISES.values() if e.hook}
+    assert calls == hooks, f"learner_code calls {calls} do not match the registry's hooks {hooks}"
 
 
 def _run_check(*args: str) -> subprocess.CompletedProcess:
@@ -147,46 +163,38 @@ def test_check_command():
 
 def test_notebook_check_function(capsys):
     """check() from a notebook prints the report and returns False for a stub"""
-    from nanoinfer.check import check
+    from nanoinfer.workbook.check import check
 
     assert check("3.3") is False
     out = capsys.readouterr().out
     assert "Exercise 3.3" in out and "not done yet" in out
 
 
-def test_a_worker_selects_exactly_what_rank_0_selected(monkeypatch):
-    """A tensor-parallel worker takes rank 0's selection as it is: the environment it inherited adds
-    nothing (rank 0 already counted it), and an empty selection stays empty."""
-    import threading
+def test_selection_follows_the_variable_until_pinned(monkeypatch):
+    """NANOINFER_EXERCISES selects for a whole process; use_exercises adds to the selection inside its
+    block; select_exercises pins it (a notebook's reference cells, a tensor-parallel worker taking rank 0's
+    selection) whatever the variable says; unknown ids are refused by name."""
+    from nanoinfer.workbook import registry
+    from nanoinfer.workbook.registry import select_exercises, selected, use_exercises
 
-    from nanoinfer.extensions import select_exactly, selected, use_exercises
-
+    monkeypatch.setattr(registry, "_pinned", None)
     monkeypatch.setenv("NANOINFER_EXERCISES", "5.1")
+    assert selected() == {"5.1"}
     with use_exercises("3.1"):
         assert selected() == {"3.1", "5.1"}
-    seen = {}
-
-    def worker(ids):  # in a thread of its own, like the worker's one thread: the override is thread-local
-        select_exactly(ids)
-        seen[tuple(ids)] = selected()
-
-    for ids in (["3.1"], []):
-        t = threading.Thread(target=worker, args=(ids,))
-        t.start()
-        t.join()
-    assert seen == {("3.1",): {"3.1"}, (): frozenset()}
-    assert selected() == {"5.1"}  # this thread is untouched
+    assert selected() == {"5.1"}
+    monkeypatch.setenv("NANOINFER_EXERCISES", "all")
+    assert selected() == set(registry.EXERCISES)
+    select_exercises()
+    assert selected() == frozenset()
+    with use_exercises("2.2"):
+        assert selected() == {"2.2"}
+    assert selected() == frozenset()
+    select_exercises("3.1")
+    assert selected() == {"3.1"}
     with pytest.raises(ValueError, match="9.9"):
-        select_exactly(["9.9"])
-
-
-@pytest.mark.parametrize("record", sorted(p.name for p in (ROOT / "notebooks" / "reference_results").iterdir()))
-def test_reference_results_say_card_date_and_command(record):
-    """A learner without a GPU reads these numbers instead of measuring them: each record names the
-    card (or the CPU), the date and the command that produced it."""
-    import re
-
-    text = (ROOT / "notebooks" / "reference_results" / record).read_text()
-    assert re.search(r"\b20\d\d-\d\d-\d\d\b", text), f"{record}: no date"
-    assert re.search(r"\bH[12]00\b|\"device\": \"cpu\"", text), f"{record}: no card"
-    assert re.search(r"python3? (-m nanoinfer\.\w+|scripts/\w+\.py)", text), f"{record}: no command"
+        select_exercises("9.9")
+    monkeypatch.setenv("NANOINFER_EXERCISES", "2.2,9.9")
+    monkeypatch.setattr(registry, "_pinned", None)
+    with pytest.raises(ValueError, match=r"unknown exercise id\(s\) \['9.9'\]"):
+        selected()

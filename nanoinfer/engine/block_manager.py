@@ -12,11 +12,25 @@ its contents and hash until it is handed out again, so a prompt seen a while ago
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence as TokenIds
 from dataclasses import dataclass
+
+import numpy as np
+import xxhash
 
 from nanoinfer.engine.events import EventBus
 from nanoinfer.engine.sequence import Sequence
-from nanoinfer.extensions import implementation
+from nanoinfer.workbook.registry import learner_code
+
+
+def compute_block_hash(token_ids: TokenIds[int], parent_hash: int | None) -> int:
+    """The prefix-cache key of a full block (Exercise 6.1): its tokens chained with the hash of the block
+    before it, so equal hashes mean equal prefixes, whose keys and values are equal too."""
+    h = xxhash.xxh64()
+    if parent_hash is not None:
+        h.update(parent_hash.to_bytes(8, "little"))
+    h.update(np.asarray(token_ids, dtype=np.int64).tobytes())
+    return h.intdigest()
 
 
 @dataclass
@@ -69,8 +83,8 @@ class BlockManager:
         self.events: list[BlockEvent] | None = [] if record_events else None
         self.step = 0  # set by the engine, for the event log
         self.bus = events if events is not None else EventBus()
-        self._hash = implementation("6.1")
-        self._cache_stats = implementation("2.3")
+        self._hash = learner_code("6.1", compute_block_hash)
+        self._cache_stats = learner_code("2.3", get_cache_stats)
 
     # ---- queries -------------------------------------------------------------------------------
     @property
@@ -86,7 +100,7 @@ class BlockManager:
         return len(self.cached_block_ids)
 
     def get_cache_stats(self) -> dict:
-        """Hit rates and block usage (Exercise 2.3 computes this dictionary)."""
+        """Hit rates and block usage (``get_cache_stats`` below)."""
         return self._cache_stats(self)
 
     # ---- allocation ----------------------------------------------------------------------------
@@ -216,3 +230,19 @@ class BlockManager:
         if self.events is None:
             raise RuntimeError("block events are not recorded: build the engine with record_block_events=True")
         return pd.DataFrame([e.__dict__ for e in self.events], columns=list(BlockEvent.__dataclass_fields__))
+
+
+def get_cache_stats(block_manager: BlockManager) -> dict:
+    """Block usage now and prefix-cache effectiveness since the start, as one flat dict (Exercise 2.3).
+    ``hit_rate``: the share of admitted prompt tokens served by the cache; ``block_hit_rate``: the share of
+    cacheable full prompt blocks that hit."""
+    c = block_manager.counters
+    tokens, blocks = c.hit_tokens + c.miss_tokens, c.hit_blocks + c.miss_blocks
+    return {
+        "total_blocks": block_manager.num_blocks, "used_blocks": block_manager.num_used_blocks,
+        "free_blocks": block_manager.num_free_blocks, "cached_blocks": block_manager.num_cached_blocks,
+        "hit_blocks": c.hit_blocks, "miss_blocks": c.miss_blocks, "hit_tokens": c.hit_tokens,
+        "miss_tokens": c.miss_tokens, "hit_rate": c.hit_tokens / tokens if tokens else 0.0,
+        "block_hit_rate": c.hit_blocks / blocks if blocks else 0.0, "evictions": c.evictions,
+        "preemptions": c.preemptions,
+    }

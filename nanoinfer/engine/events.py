@@ -10,8 +10,7 @@ Nothing is built or sent while nobody listens, so the hooks cost nothing in norm
 | BlockManager | blocks_allocated, blocks_freed                                            |
 | ModelRunner  | forward (one per step; ``seq_ids`` lists the batch), sampled              |
 
-A ``sampled`` event carries the step's logits when someone listened as the step was launched; a step
-launched before that was sampled on the tensor-parallel ranks' shards and carries ``logits=None``.
+A ``sampled`` event carries the step's logits inside ``LLM.trace(logits=True)`` (else ``logits=None``).
 """
 
 from __future__ import annotations

@@ -1,96 +1,70 @@
 """The engine loop: requests in, steps of schedule -> run -> postprocess, finished sequences out.
 
     add_request()  tokenise and queue a request (a Sequence in the scheduler's waiting queue)
-    step()         Scheduler.schedule() picks the batch, ModelRunner.run() computes and samples,
-                   Scheduler.postprocess() appends tokens and retires finished sequences
+    step()         Scheduler.schedule() picks the batch; ModelRunner.launch() runs the model and samples,
+                   Scheduler.advance() counts the step's tokens as computed; ModelRunner.wait() returns
+                   the sampled tokens, Scheduler.complete() appends them and retires finished sequences
 
-step() calls the two halves of run() and postprocess() itself: launch, advance, then wait and complete.
-Synchronously that is exactly run() then postprocess(); with async scheduling the next step is launched
-before the previous one's tokens are waited for.
+With async scheduling the next step is launched before the previous one's tokens are waited for.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import time
 from pathlib import Path
 
 import torch
 from torch.profiler import record_function
 
-from nanoinfer.config import EngineConfig
-from nanoinfer.distributed import comm_stats
+from nanoinfer.config import CPU_KV_CACHE_BYTES, EngineConfig, resolve_device, resolve_dtype
 from nanoinfer.engine.block_manager import BlockManager
 from nanoinfer.engine.events import EventBus
 from nanoinfer.engine.metrics import EngineMetrics, StepRecord
-from nanoinfer.engine.model_runner import ModelRunner, kv_cache_bytes_per_block
+from nanoinfer.engine.model_runner import ModelRunner, kv_bytes_per_block
 from nanoinfer.engine.scheduler import Scheduler
 from nanoinfer.engine.sequence import Sequence
 from nanoinfer.models import load_model_config
+from nanoinfer.parallel.comm import comm_stats
 from nanoinfer.sampling_params import SamplingParams
-
-CPU_KV_CACHE_BYTES = 1 << 30  # default KV budget on a CPU
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but no CUDA device is available")
-    return torch.device(name)
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.float32 if device.type == "cpu" else torch.bfloat16
-    return getattr(torch, name)
 
 
 class LLMEngine:
     def __init__(self, config: EngineConfig) -> None:
-        self.config = config
         # Everything that can be checked without touching weights is checked first.
-        self.model_dir, self.hf_config = self._resolve_model(config.model)
-        self._finish_config()
-        self.device = resolve_device(config.device)
-        self.dtype = resolve_dtype(config.dtype, self.device)
-        if config.sampler == "triton" and self.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-            raise ValueError("sampler='triton' on a CPU runs Triton's interpreter, which needs TRITON_INTERPRET=1 "
-                             "in the environment before triton is imported (tests/conftest.py sets it); "
-                             "or use sampler='torch'")
-        self._check_tensor_parallel()
+        self.config = c = config
+        self.model_dir, self.hf_config = self._resolve_model(c.model)
+        self.device = resolve_device(c.device)
+        self.dtype = resolve_dtype(c.dtype, self.device)
+        c.fit_to_device(self.device)
+        c.fit_to_model(self.hf_config)
+        self.bytes_per_block = kv_bytes_per_block(self.hf_config, c.kvcache_block_size, self.dtype,
+                                                  c.tensor_parallel_size)
         num_blocks, knob = self._kv_budget()
         if num_blocks is not None:
-            self._check_kv_blocks(num_blocks, knob)
+            c.check_kv_blocks(num_blocks, self.bytes_per_block, knob)
         self.tokenizer = self._load_tokenizer(self.model_dir)
         self.eos_token_ids = self._eos_token_ids()
 
         self.events = EventBus()
-        self.workers = None
-        if config.tensor_parallel_size > 1:  # spawns ranks 1.., and makes this process rank 0
-            from nanoinfer.engine.parallel import WorkerGroup, rank_device
-
-            self.device = rank_device(self.device.type, 0)
-            self.workers = WorkerGroup(config, self.hf_config, self.model_dir, self.device, self.dtype)
+        if c.tensor_parallel_size > 1:  # spawns ranks 1.., and makes this process rank 0
+            from nanoinfer.parallel.runner import ParallelModelRunner as runner_class
+        else:
+            runner_class = ModelRunner
+        self.model_runner = runner_class(c, self.hf_config, self.model_dir, self.device, self.dtype)
+        self.model_runner.bus = self.events
         try:
-            self.model_runner = ModelRunner(config, self.hf_config, self.model_dir, self.device, self.dtype,
-                                            self.events, self.workers)
-            self._finish_setup(num_blocks, knob)
+            if num_blocks is None:  # a GPU: what is left after the weights and the peak activations
+                num_blocks = c.check_kv_blocks(self.model_runner.measure_kv_budget(), self.bytes_per_block, knob)
+            self.model_runner.setup_kv_cache(num_blocks)
+            self.async_scheduling = c.async_scheduling if c.async_scheduling is not None else self.device.type == "cuda"
+            self.metrics = EngineMetrics()
+            self._reset_state()
+            warm = self.device.type == "cuda" or c.compile  # compile, autotune, capture before the first request
+            self.warmup_seconds = self._warm_up() if warm else 0.0
         except BaseException:
             self.shutdown()
             raise
-
-    def _finish_setup(self, num_blocks: int | None, knob: str) -> None:
-        if num_blocks is None:  # a GPU: what is left after the weights and the peak activations
-            num_blocks = self._check_kv_blocks(self.model_runner.kv_blocks_for_gpu_budget(), knob)
-        self.model_runner.allocate_kv_cache(num_blocks)
-        self.model_runner.capture_cuda_graphs()
-        c = self.config
-        self.async_scheduling = c.async_scheduling if c.async_scheduling is not None else self.device.type == "cuda"
-        self.metrics = EngineMetrics()
-        self._reset_state()
-        warm = self.model_runner.compile or self.device.type == "cuda"
-        self.warmup_seconds = self._warm_up() if warm else 0.0
 
     def _reset_state(self) -> None:
         """A fresh block manager and scheduler: every block free, the prefix cache empty, counters at zero."""
@@ -107,9 +81,8 @@ class LLMEngine:
         """Run a prefill and a few decode steps of a dummy request so that compilation (and, on a GPU,
         autotuning) happens now rather than inside the first real request; returns the seconds spent."""
         t0 = time.perf_counter()
-        bs = self.config.kvcache_block_size
-        vocab = self.hf_config.vocab_size
-        prompt = [i % vocab for i in range(1, 2 + min(bs + 1, self.config.max_model_len - 8))]
+        prompt = [i % self.hf_config.vocab_size for i in range(1, 2 + min(self.config.kvcache_block_size + 1,
+                                                                          self.config.max_model_len - 8))]
         # a fresh prompt (greedy), then the same prompt again: a prefix-cache hit runs the paged prefill
         for temperature in (0.0, 1.0):
             self.add_request(prompt, SamplingParams(temperature=temperature, max_tokens=3, ignore_eos=True))
@@ -118,15 +91,21 @@ class LLMEngine:
         self._reset_state()
         return time.perf_counter() - t0
 
+    def shutdown(self) -> None:
+        """Give the KV cache and the CUDA graphs' memory back, and stop any tensor-parallel workers. The
+        engine cannot run afterwards."""
+        if getattr(self, "model_runner", None) is not None:
+            self.model_runner.shutdown()
+
     # ---- set-up --------------------------------------------------------------------------------
     @staticmethod
     def _resolve_model(model: str | None):
         """(directory or None, transformers config): the embedded default, a directory, or a named shape
-        with random weights (``nanoinfer.models.shapes``)."""
-        from nanoinfer.models.shapes import SHAPES, shape_config
+        with random weights (``nanoinfer/tools/shapes.py``)."""
+        from nanoinfer.tools.shapes import SHAPES, shape_config
 
         if model is None:
-            from nanoinfer.convert import default_model_dir
+            from nanoinfer.tools.convert import default_model_dir
 
             model_dir = default_model_dir()
         elif not Path(model).expanduser().exists() and model in SHAPES:
@@ -135,76 +114,22 @@ class LLMEngine:
             model_dir = Path(model).expanduser()
         return model_dir, load_model_config(model_dir)
 
-    def _check_tensor_parallel(self) -> None:
-        """Refuse a tensor_parallel_size the model or the machine cannot take, before any process starts."""
-        tp, hf = self.config.tensor_parallel_size, self.hf_config
-        if tp == 1:
-            return
-        if self.device.type == "cuda" and tp > torch.cuda.device_count():
-            raise ValueError(f"tensor_parallel_size={tp} exceeds the {torch.cuda.device_count()} CUDA devices here")
-        if self.device.type == "cpu" and tp > (os.cpu_count() or 1) * 4:
-            raise ValueError(f"tensor_parallel_size={tp} is far more processes than this machine's "
-                             f"{os.cpu_count()} CPU cores")
-        problem = _tensor_parallel_misfit(hf, tp)
-        if problem:
-            fits = [t for t in range(1, hf.num_attention_heads + 1) if not _tensor_parallel_misfit(hf, t)]
-            raise ValueError(f"{problem}; sizes that fit this model: {', '.join(map(str, fits))}")
-
-    def shutdown(self) -> None:
-        """Stop the tensor-parallel workers (if any) and give the KV cache and CUDA graphs' memory back.
-        The engine cannot run afterwards."""
-        # The CUDA graphs go first: destroying an NCCL communicator that captured graphs still use hangs.
-        # Not after a worker died: this GPU may be stuck in a collective, and freeing memory would wait on it.
-        runner = getattr(self, "model_runner", None)
-        failed = getattr(self, "workers", None) is not None and self.workers.failure is not None
-        if runner is not None and runner.kv_cache is not None and not failed:
-            runner.release()
-        if getattr(self, "workers", None) is not None:
-            self.workers.shutdown()
-
-    def _finish_config(self) -> None:
-        c, hf = self.config, self.hf_config
-        limit = hf.max_position_embeddings
-        if c.max_model_len is None:
-            c.max_model_len = min(limit, 4096)
-        elif c.max_model_len > limit:
-            raise ValueError(f"max_model_len={c.max_model_len} exceeds the model's max_position_embeddings ({limit})")
-        if not c.enable_chunked_prefill and c.max_num_batched_tokens < c.max_model_len:
-            raise ValueError(
-                f"max_num_batched_tokens ({c.max_num_batched_tokens}) must be >= max_model_len ({c.max_model_len}) "
-                "when enable_chunked_prefill=False: a whole prompt must fit in one step"
-            )
-
     def _kv_budget(self) -> tuple[int | None, str]:
         """Blocks the KV cache gets and the knob that set them; None when a GPU must be profiled first."""
         c = self.config
-        per_block = kv_cache_bytes_per_block(self.hf_config, c.kvcache_block_size, self.dtype, c.tensor_parallel_size)
         if c.num_kvcache_blocks is not None:
             return c.num_kvcache_blocks, f"num_kvcache_blocks={c.num_kvcache_blocks}"
         if c.kv_cache_memory_bytes is not None or self.device.type == "cpu":
             budget = c.kv_cache_memory_bytes or CPU_KV_CACHE_BYTES
             blocks_per_seq = -(-c.max_model_len // c.kvcache_block_size)
-            num_blocks = min(budget // per_block, c.max_num_seqs * blocks_per_seq)  # more could never be used
+            num_blocks = min(budget // self.bytes_per_block, c.max_num_seqs * blocks_per_seq)  # more is never used
             return num_blocks, f"kv_cache_memory_bytes={budget}"
         return None, f"gpu_memory_utilization={c.gpu_memory_utilization}"
 
-    def _check_kv_blocks(self, num_blocks: int, knob: str) -> int:
-        """Refuse a KV cache that cannot hold one sequence of max_model_len tokens."""
-        c = self.config
-        blocks_per_seq = -(-c.max_model_len // c.kvcache_block_size)
-        if num_blocks < blocks_per_seq:
-            per_block = kv_cache_bytes_per_block(self.hf_config, c.kvcache_block_size, self.dtype,
-                                                 c.tensor_parallel_size)
-            raise ValueError(
-                f"the KV cache budget ({knob}) gives {num_blocks} blocks of {c.kvcache_block_size} tokens "
-                f"({per_block} bytes each), but one sequence of max_model_len={c.max_model_len} needs "
-                f"{blocks_per_seq}: raise the budget or lower max_model_len"
-            )
-        return num_blocks
-
     @staticmethod
     def _load_tokenizer(model_dir: Path | None):
-        if model_dir is None or not any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        if model_dir is None or not any((model_dir / f).is_file()
+                                        for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
             return None  # token-id prompts still work (the tests' tiny random models have no tokenizer)
         from transformers import AutoTokenizer
 
@@ -215,8 +140,6 @@ class LLMEngine:
         sources = [getattr(self.hf_config, "eos_token_id", None)]
         gen_file = self.model_dir / "generation_config.json" if self.model_dir else None
         if gen_file is not None and gen_file.is_file():
-            import json
-
             sources.append(json.loads(gen_file.read_text()).get("eos_token_id"))
         if self.tokenizer is not None:
             sources.append(self.tokenizer.eos_token_id)
@@ -292,7 +215,7 @@ class LLMEngine:
             try:
                 handle = self.model_runner.launch(batch, self._in_flight)
             except BaseException:
-                self.shutdown()  # tensor-parallel ranks may be out of step now: stop them rather than hang later
+                self.model_runner.step_failed()
                 raise
             handle.positions = self.scheduler.advance(batch)
         elif self._in_flight is None:
@@ -306,8 +229,7 @@ class LLMEngine:
             try:
                 sampled = self.model_runner.wait(done)
             except BaseException:
-                if self.workers is not None:  # tensor-parallel ranks are out of step now: stop them
-                    self.shutdown()
+                self.model_runner.step_failed()
                 raise
             with record_function("nanoinfer.postprocess"):
                 finished = self.scheduler.complete(done.batch, done.positions, sampled)
@@ -331,9 +253,7 @@ class LLMEngine:
     def memory_report(self) -> dict:
         """How the memory was planned: weights, peak activations, KV bytes per block, blocks, and how
         many sequences of max_model_len fit at once."""
-        c = self.config
-        runner = self.model_runner
-        per_block = kv_cache_bytes_per_block(self.hf_config, c.kvcache_block_size, self.dtype, c.tensor_parallel_size)
+        c, runner, per_block = self.config, self.model_runner, self.bytes_per_block
         blocks_per_seq = -(-c.max_model_len // c.kvcache_block_size)
         report = {
             "device": str(self.device),
@@ -357,16 +277,3 @@ class LLMEngine:
             return None
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
 
-
-def _tensor_parallel_misfit(hf, tp: int) -> str | None:
-    """Why ``tp`` ranks cannot split this model's layers evenly, or None if they can."""
-    heads, kv_heads = hf.num_attention_heads, hf.num_key_value_heads
-    if heads % tp:
-        return f"tensor_parallel_size={tp} does not divide the model's {heads} attention heads"
-    if kv_heads % tp and tp % kv_heads:
-        return (f"tensor_parallel_size={tp} and the model's {kv_heads} key/value heads: one must divide the "
-                "other (KV heads are split, or replicated when there are fewer than ranks)")
-    for name in ("intermediate_size", "hidden_size"):
-        if getattr(hf, name) % tp:
-            return f"tensor_parallel_size={tp} does not divide the model's {name} ({getattr(hf, name)})"
-    return None

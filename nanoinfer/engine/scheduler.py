@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from nanoinfer.config import EngineConfig
 from nanoinfer.engine.block_manager import BlockManager
 from nanoinfer.engine.events import EventBus
-from nanoinfer.engine.policies import make_policy
+from nanoinfer.engine.policies import choose_preemption_victim, make_policy
 from nanoinfer.engine.sequence import PENDING_TOKEN, Sequence, SequenceStatus
-from nanoinfer.extensions import implementation
+from nanoinfer.workbook.registry import learner_code
 
 
 @dataclass
@@ -56,7 +56,7 @@ class Scheduler:
         self.chunked_prefill = config.enable_chunked_prefill
         self.eos_token_ids = eos_token_ids
         self.policy = make_policy(config.scheduling_policy)
-        self._choose_victim = implementation("2.4")
+        self._choose_victim = learner_code("2.4", choose_preemption_victim)
         self.bus = events if events is not None else EventBus()
         self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []

@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nanoinfer.distributed import all_gather_last_dim, all_gather_stacked, all_reduce, tp_rank, tp_size
-from nanoinfer.layers.cpu_packed import linear
+from nanoinfer.parallel.comm import all_gather_last_dim, all_reduce, tp_rank, tp_size
 
 
 class VocabParallelEmbedding(nn.Module):
@@ -38,42 +37,13 @@ class VocabParallelEmbedding(nn.Module):
 
 
 class ParallelLMHead(VocabParallelEmbedding):
-    """Each rank computes the logits of its vocabulary rows; an all-gather joins them."""
+    """Each rank computes the logits of its vocabulary rows; an all-gather joins them. (On GPUs,
+    nanoinfer/fast/sampler_triton.py samples each rank's rows where they are, without the gather.)"""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, bias: bool = False) -> None:
+    def __init__(self, num_embeddings: int, embedding_dim: int) -> None:
         super().__init__(num_embeddings, embedding_dim)
-        assert not bias, "LM-head bias is not supported"
-        self.packed_weight: torch.Tensor | None = None  # a CPU-only packed copy (layers/cpu_packed.py)
+        self.op = F.linear  # (on a CPU, nanoinfer/fast may multiply by a packed copy of the weight instead)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = all_gather_last_dim(linear(hidden, self.weight, None, self.packed_weight))
+        logits = all_gather_last_dim(self.op(hidden, self.weight, None))
         return logits[..., : self.num_embeddings]
-
-    def sample(self, hidden: torch.Tensor, temperatures: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-        """The seeded Gumbel-max draw (layers/sampler_triton.py) without joining the logits: each rank
-        draws the winner of its own vocabulary rows, and only the winners and their scores travel (16
-        bytes a row instead of a whole row of logits). Returns the token ids, the same on every rank and
-        the same as sampling the joined logits."""
-        offer = self.offer(hidden, temperatures, seeds)
-        return offer[1].long() if self.tp_size == 1 else best_offer(all_gather_stacked(offer))
-
-    def offer(self, hidden: torch.Tensor, temperatures: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-        """This rank's winner per row: float64 [2, rows] of (score, token id); token ids are exact in a
-        float64, so one collective carries both."""
-        from nanoinfer.layers.sampler_triton import seeded_gumbel_max_triton
-
-        own = max(0, min(self.shard_size, self.num_embeddings - self.vocab_start))  # padding rows never win
-        if own == 0:  # (a last shard of padding only: it offers nothing)
-            nothing = torch.zeros(2, hidden.shape[0], dtype=torch.float64, device=hidden.device)
-            nothing[0] = float("-inf")
-            return nothing
-        logits = linear(hidden, self.weight, None, self.packed_weight)[:, :own]
-        tokens, scores = seeded_gumbel_max_triton(logits, temperatures, seeds, first_col=self.vocab_start)
-        return torch.stack([scores.double(), tokens.double()])
-
-
-def best_offer(offers: torch.Tensor) -> torch.Tensor:
-    """The token of the best score among the ranks' offers ([ranks, 2, rows]); on a tie the lowest rank,
-    which holds the lowest token id, as the draw over whole rows picks."""
-    best_rank = offers[:, 0].argmax(dim=0)
-    return offers[:, 1].gather(0, best_rank.unsqueeze(0)).squeeze(0).long()

@@ -12,10 +12,10 @@ The loader calls ``param.weight_loader(param, tensor, shard_id)`` to put each pi
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from nanoinfer.distributed import all_reduce, all_reduce_output, tp_rank, tp_size
-from nanoinfer.layers.cpu_packed import linear
+from nanoinfer.parallel.comm import all_reduce, all_reduce_output, tp_rank, tp_size
 
 
 def _divide(numerator: int, denominator: int, what: str) -> int:
@@ -36,13 +36,13 @@ class LinearBase(nn.Module):
             self.bias.weight_loader = self.weight_loader
         else:
             self.register_parameter("bias", None)
-        self.packed_weight: torch.Tensor | None = None  # a CPU-only packed copy (layers/cpu_packed.py)
+        self.op = F.linear  # (on a CPU, nanoinfer/fast may multiply by a packed copy of the weight instead)
 
     def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id=None) -> None:
         param.data.copy_(loaded)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias, self.packed_weight)
+        return self.op(x, self.weight, self.bias)
 
 
 class ColumnParallelLinear(LinearBase):
@@ -106,11 +106,11 @@ class RowParallelLinear(LinearBase):
     """Input features split over ranks; partial outputs are summed by an all-reduce.
 
     On GPUs with the peer-memory all-reduce the output is a view of a shared buffer that a later
-    row-parallel layer overwrites (see ``alternate_output_slots``): consume it, do not keep it."""
+    row-parallel layer overwrites (``parallel/peer_memory.py``): consume it, do not keep it."""
 
     def __init__(self, input_size: int, output_size: int, bias: bool = False) -> None:
         super().__init__(_divide(input_size, tp_size(), "input size"), output_size, bias)
-        self.output_slot = 0  # which shared buffer the peer-memory all-reduce sums in (alternate_output_slots)
+        self.output_slot = 0  # the shared buffer the peer-memory all-reduce sums in (parallel/peer_memory.py)
 
     def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id=None) -> None:
         if param.dim() == 1:  # the bias is not split
@@ -121,18 +121,11 @@ class RowParallelLinear(LinearBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tp_size == 1:
-            return linear(x, self.weight, self.bias, self.packed_weight)
+            return self.op(x, self.weight, self.bias)
         out = all_reduce_output(self.output_slot, (*x.shape[:-1], self.output_size), x.dtype)
         if out is None:
-            y = all_reduce(linear(x, self.weight, None, self.packed_weight))
+            y = all_reduce(self.op(x, self.weight, None))
         else:  # GPUs with peer memory: multiply straight into the shared buffer, sum there
             y = all_reduce(torch.matmul(x, self.weight.t(), out=out))
         return y if self.bias is None else y + self.bias
 
-
-def alternate_output_slots(model: nn.Module) -> None:
-    """Give the row-parallel layers, in the order they run (o_proj, down_proj, o_proj, ...), the two
-    shared all-reduce buffers in turn, counted alike on every rank (see ``distributed.all_reduce_output``)."""
-    layers = [m for m in model.modules() if isinstance(m, RowParallelLinear)]
-    for i, layer in enumerate(layers):
-        layer.output_slot = i % 2

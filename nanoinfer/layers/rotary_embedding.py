@@ -1,4 +1,4 @@
-"""Rotary position embedding: a table of cos/sin per position, applied to queries and keys (Exercise 5.2)."""
+"""Rotary position embedding: a table of cos/sin per position, applied to queries and keys."""
 
 from __future__ import annotations
 
@@ -7,7 +7,16 @@ import math
 import torch
 from torch import nn
 
-from nanoinfer.extensions import implementation
+from nanoinfer.workbook.registry import learner_code
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [tokens, heads, head_dim] by its positions' angles (Exercise 5.2): dimension i of the first
+    half pairs with dimension i of the second (Hugging Face's "rotate half" layout), and each pair (a, b)
+    becomes (a cos - b sin, b cos + a sin). cos, sin: [tokens, head_dim // 2], shared by every layer."""
+    cos, sin = cos.unsqueeze(-2).to(x.dtype), sin.unsqueeze(-2).to(x.dtype)
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
 
 
 def rope_inverse_frequencies(head_dim: int, base: float, scaling: dict | None = None) -> torch.Tensor:
@@ -41,7 +50,7 @@ class RotaryEmbedding(nn.Module):
         angles = torch.outer(torch.arange(max_position, dtype=torch.float32), inv_freq)
         # float32 table, [max_position, head_dim]: cos in the first half, sin in the second.
         self.register_buffer("cos_sin", torch.cat((angles.cos(), angles.sin()), dim=-1), persistent=False)
-        self.op = implementation("5.2")
+        self.op = learner_code("5.2", apply_rotary)  # (nanoinfer/fast may swap in a fused kernel)
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, step_cache: dict | None = None):
         """q: [tokens, heads, head_dim], k: [tokens, kv_heads, head_dim]. ``step_cache`` (a dict that lives

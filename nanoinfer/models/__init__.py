@@ -8,30 +8,18 @@ from pathlib import Path
 
 from torch import nn
 
-# architecture name -> "module:Class"; register_model adds more (Exercise 5.3 plugs a family in here)
-_REGISTRY: dict[str, str | type] = {
+# architecture name (config.json's "architectures") -> "module:Class", imported when first used
+REGISTRY: dict[str, str] = {
     "LlamaForCausalLM": "nanoinfer.models.llama:LlamaForCausalLM",
     "Qwen3ForCausalLM": "nanoinfer.models.qwen3:Qwen3ForCausalLM",
 }
 
 
-def register_model(architecture: str, cls: type[nn.Module] | str) -> None:
-    """Make ``architecture`` (as written in config.json) load with ``cls``."""
-    _REGISTRY[architecture] = cls
-
-
-def supported_architectures() -> list[str]:
-    return sorted(_REGISTRY)
-
-
 def model_class(architecture: str) -> type[nn.Module]:
-    if architecture not in _REGISTRY:
-        raise ValueError(f"unknown architecture {architecture!r}; supported: {supported_architectures()}")
-    entry = _REGISTRY[architecture]
-    if isinstance(entry, str):
-        module, name = entry.split(":")
-        entry = getattr(importlib.import_module(module), name)
-    return entry
+    if architecture not in REGISTRY:
+        raise ValueError(f"unknown architecture {architecture!r}; supported: {sorted(REGISTRY)}")
+    module, name = REGISTRY[architecture].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def load_model_config(path: str | Path):

@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nanoinfer.attention.base import AttentionMetadata
 from nanoinfer.layers.activation import SiluAndMul
-from nanoinfer.layers.attention import Attention, AttentionMetadata
+from nanoinfer.layers.attention import Attention
 from nanoinfer.layers.embed_head import ParallelLMHead, VocabParallelEmbedding
 from nanoinfer.layers.layernorm import RMSNorm
 from nanoinfer.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
@@ -44,8 +45,8 @@ class LlamaAttention(nn.Module):
         self.rotary_emb = rotary_emb or rotary_embedding_of(config)  # LlamaModel shares one with every layer
         self.attn = Attention(self.num_heads, head_dim, head_dim**-0.5, self.num_kv_heads)
         self.q_norm = self.k_norm = None  # Qwen3 normalises every query and key head (qwen3.py)
-        # On GPUs the model runner may set this to layers/qk_prologue_triton.py's qk_prologue: norms,
-        # rotary and the KV-cache write in one kernel instead of six.
+        # On GPUs nanoinfer/fast may set this to fast/qk_prologue_triton.py's qk_prologue: norms, rotary and
+        # the KV-cache write in one kernel instead of six.
         self.fused_prologue = None
 
     def split_heads(self, qkv: torch.Tensor):
@@ -158,7 +159,3 @@ class LlamaForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden)
-
-    def sample(self, hidden: torch.Tensor, temperatures: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-        """Token ids by the seeded draw, each rank sampling its own logits (``ParallelLMHead.sample``)."""
-        return self.lm_head.sample(hidden, temperatures, seeds)

@@ -1,0 +1,163 @@
+"""Fast paths: faster ways to compute what the core computes, applied to a built model from this one place.
+
+  packed CPU weights   cpu_packed.py           matmuls on oneDNN-packed weight copies (CPU, float32)
+  C small ops          small_ops_cpu.py/.c     RMSNorm, rotary, SiLU-and-mul as C loops (CPU, float32)
+  torch.compile        here                    the same small ops and the sampler, compiled (CUDA default)
+  fused prologue       qk_prologue_triton.py   q/k norms + rotary + KV write as one kernel per layer (CUDA)
+  Triton sampler       sampler_triton.py       the Gumbel-max draw, on each rank's vocabulary shard (CUDA)
+  CUDA graphs          cuda_graphs.py          decode steps replayed from recorded graphs (CUDA)
+The attention kernels are backends of their own (nanoinfer/attention/). Each fast path replaces a reference
+op only where the model runs the reference: a learner's exercise code always runs as written. Each is tested
+against the reference it replaces. The report says what was replaced and why: ``LLM.fast_paths()``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+
+from nanoinfer.layers.activation import SiluAndMul, silu_and_mul
+from nanoinfer.layers.layernorm import RMSNorm, rms_norm
+from nanoinfer.layers.rotary_embedding import RotaryEmbedding, apply_rotary
+from nanoinfer.layers.sampler import gumbel_max_sample
+from nanoinfer.workbook.registry import selected
+
+SMALL_OPS = (RMSNorm, RotaryEmbedding, SiluAndMul)
+REFERENCE_OPS = {RMSNorm: rms_norm, RotaryEmbedding: apply_rotary, SiluAndMul: silu_and_mul}
+
+
+@dataclass
+class FastPath:
+    name: str
+    applied: str  # what it replaced; "" when it is off
+    reason: str  # why it is on or off
+
+
+class FastPaths(list):
+    """One row per fast path of an engine."""
+
+    def add(self, name: str, applied: str, reason: str) -> None:
+        self.append(FastPath(name, applied, reason))
+
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([vars(p) for p in self], columns=["name", "applied", "reason"])
+
+    def summary(self) -> str:
+        return ", ".join(p.name for p in self if p.applied) or "none"
+
+
+def apply_fast_paths(runner) -> FastPaths:
+    """Apply every fast path the runner's config, device and dtype allow to its built model and sampler."""
+    c, device, model = runner.config, runner.device, runner.model
+    report = FastPaths()
+    cuda, cpu32 = device.type == "cuda", device.type == "cpu" and runner.dtype == torch.float32
+    learner = {"5.1", "5.2"} & selected()
+    if learner:
+        report.add("learner's small ops", "", f"Exercise(s) {', '.join(sorted(learner))} selected: run as written")
+
+    from nanoinfer.fast.cpu_packed import pack_model_weights, packing_available
+
+    if not (c.pack_cpu_weights and cpu32 and packing_available()):
+        report.add("packed CPU weights", "", "pack_cpu_weights=False" if not c.pack_cpu_weights else
+                   "float32 on a CPU with oneDNN only")
+    else:
+        report.add("packed CPU weights", f"F.linear in {pack_model_weights(model)} layers",
+                   "pack_cpu_weights=True: faster 4-512-row matmuls for twice the weight memory")
+
+    prologue = ""
+    if cuda and c.fused_attention_prologue and runner.backend.name == "triton":
+        prologue = _fuse_attention_prologues(model)
+    report.add("fused attention prologue", prologue, "CUDA with the triton backend" if prologue else
+               "fused_attention_prologue=False" if not c.fused_attention_prologue else
+               "CUDA, the triton backend and the reference norm and rotary only")
+
+    wanted = c.sampler == "triton" or (c.sampler == "auto" and cuda)
+    triton_sampler = wanted and runner.sampler.sample is gumbel_max_sample
+    if triton_sampler:
+        from nanoinfer.fast.triton_interpreter import use_interpreter_on_cpu
+
+        use_interpreter_on_cpu(device)
+        from nanoinfer.fast.sampler_triton import TritonSampler
+
+        runner.sampler = TritonSampler(device, c.seed)
+        report.add("Triton sampler", "gumbel_max_sample", f"sampler={c.sampler!r}" + (" on CUDA" * cuda))
+    else:
+        report.add("Triton sampler", "", "Exercise 3.2 selected" if wanted else f"sampler={c.sampler!r}")
+
+    compile = c.compile if c.compile is not None else cuda
+    small = [m for m in model.modules() if isinstance(m, SMALL_OPS)]
+    if compile:  # each op compiled once and shared by every layer; compilation happens at the warm-up
+        compiled: dict = {}
+        for module in small:
+            module.op = compiled.setdefault(module.op, torch.compile(module.op, dynamic=True))
+        if not triton_sampler:  # (the Triton sampler is one fused kernel already)
+            runner.sampler.sample = torch.compile(runner.sampler.sample, dynamic=True)
+        report.add("torch.compile", f"{len(compiled)} small ops in {len(small)} modules"
+                   + ("" if triton_sampler else ", and the sampler's draw"),
+                   f"compile={c.compile}" if c.compile is not None else "compile=None: on for CUDA")
+    else:
+        report.add("torch.compile", "", "compile=False" if c.compile is False else "compile=None: off on a CPU")
+
+    from nanoinfer.fast.small_ops_cpu import C_OPS, load_small_ops
+
+    if not (c.cpu_small_ops and cpu32 and not compile and load_small_ops() is not None):
+        report.add("C small ops", "", "cpu_small_ops=False" if not c.cpu_small_ops else
+                   "float32 on a CPU with a C compiler, without compile")
+    else:
+        swapped = Counter()
+        for module in small:
+            if module.op is REFERENCE_OPS[type(module)]:
+                module.op = C_OPS[module.op]
+                swapped[type(module).__name__] += 1
+        report.add("C small ops", ", ".join(f"{n} x {name}" for name, n in swapped.items()),
+                   "cpu_small_ops=True (torch.compile does not pay on a CPU)")
+    return report
+
+
+def _fuse_attention_prologues(model) -> str:
+    """Point every attention layer that runs the reference q/k norms and rotary at the fused Triton kernel."""
+    from nanoinfer.fast.qk_prologue_triton import qk_prologue, supported
+    from nanoinfer.models.llama import LlamaAttention
+
+    fused = 0
+    for layer in model.modules():
+        if not isinstance(layer, LlamaAttention) or not supported(layer.head_dim):
+            continue
+        norms = layer.q_norm is None or (layer.q_norm.op is rms_norm and layer.k_norm.op is rms_norm)
+        if norms and layer.rotary_emb.op is apply_rotary:
+            layer.fused_prologue = qk_prologue
+            fused += 1
+    return f"norms, rotary and KV write in {fused} layers" if fused else ""
+
+
+def capture_cuda_graphs(runner):
+    """The runner's decode steps recorded as CUDA graphs (a CudaGraphRunner), or None where the device, the
+    config or the attention backend rules them out; reported in ``runner.fast_paths``."""
+    c, why = runner.config, ""
+    if runner.device.type != "cuda":
+        why = "CUDA only"
+    elif c.enforce_eager:
+        why = "enforce_eager=True"
+    elif not runner.backend.supports_cuda_graphs:
+        why = f"the {runner.backend.name} backend plans each step on the host"
+    if why:
+        runner.fast_paths.add("CUDA graphs", "", why)
+        return None
+    import time
+
+    from nanoinfer.fast.cuda_graphs import CudaGraphRunner
+
+    t0 = time.perf_counter()
+    max_batch = min(c.cuda_graph_max_batch_size or 512, c.max_num_seqs)
+    graphs = CudaGraphRunner(runner.model, runner.backend, runner.attention_layers[0].num_kv_heads,
+                             runner.hf_config.hidden_size, max_batch, c.max_model_len, c.kvcache_block_size,
+                             runner.device, runner.dtype)
+    graphs.capture()
+    runner.fast_paths.add("CUDA graphs", f"decode batches of {graphs.sizes[0]}-{graphs.max_batch_size} "
+                          f"({len(graphs.sizes)} graphs, {time.perf_counter() - t0:.1f} s)",
+                          f"enforce_eager=False, cuda_graph_max_batch_size={c.cuda_graph_max_batch_size}")
+    return graphs

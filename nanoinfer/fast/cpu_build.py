@@ -1,0 +1,95 @@
+"""Build a C source file of this package into a shared library with the system compiler, once.
+
+The CPU kernels (``attention/cpu_backend.c``, ``fast/small_ops_cpu.c``) are compiled the first time they
+are needed (``cc``, OpenMP) and cached under ``$NANOINFER_CACHE/kernels``, keyed by the source, the flags
+and the CPU's instruction sets. Without a compiler, or when the build fails, callers get None and use torch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+# -ffast-math at compile time only (vectorised expf, reassociated sums): linked in, it would switch the
+# whole process's floating point to flush-to-zero, under torch and everything else.
+COMPILE_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-c"]
+if platform.machine() in ("x86_64", "AMD64"):
+    COMPILE_FLAGS.insert(2, "-mprefer-vector-width=512")  # AVX-512 where the CPU has it
+LINK_FLAGS = ["-shared", "-fopenmp", "-lm"]
+_build_lock = threading.Lock()
+
+
+def float32_cpu(*tensors) -> bool:
+    """The C kernels take float32 CPU tensors only (a GPU pointer would crash them)."""
+    return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
+
+
+def _cpu_signature() -> str:
+    """-march=native binaries are only valid on CPUs with the same instruction sets."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        flags = platform.processor()
+    return hashlib.sha256(f"{platform.machine()} {flags}".encode()).hexdigest()[:8]
+
+
+def _compile(compiler: list[str], source: Path, path: Path) -> str | None:
+    """Compile and link into ``path``; the compiler's complaint on failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".so.tmp")
+    os.close(fd)
+    obj = tmp.removesuffix(".so.tmp") + ".o"
+    try:
+        for command in ([*compiler, *COMPILE_FLAGS, str(source), "-o", obj],
+                        [*compiler, obj, *LINK_FLAGS, "-o", tmp]):
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                return f"{' '.join(command)}: {result.stderr.strip()[:500]}"
+        os.replace(tmp, path)  # atomic: another process sees no file or the whole file
+        return None
+    finally:
+        for leftover in (obj, tmp):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+
+
+def build_and_load(source: Path, what: str) -> ctypes.CDLL | None:
+    """The library built from ``source``, compiling it if the cache has none; None when it cannot be
+    built (with a warning naming ``what`` the first time: a marker file keeps later processes from
+    trying again). Callers cache the result."""
+    from nanoinfer.tools.convert import cache_dir
+
+    compiler = shlex.split(os.environ.get("CC", "")) or [shutil.which("cc") or shutil.which("gcc") or ""]
+    if not compiler[0] or shutil.which(compiler[0]) is None:
+        return None
+    key = hashlib.sha256(source.read_bytes() + " ".join([*compiler, *COMPILE_FLAGS, *LINK_FLAGS]).encode())
+    path = cache_dir() / "kernels" / f"{source.stem}-{key.hexdigest()[:12]}-{_cpu_signature()}.so"
+    failed = path.with_suffix(".failed")
+    try:
+        with _build_lock:
+            if failed.exists():
+                return None
+            if not path.exists():
+                error = _compile(compiler, source, path)
+                if error is not None:
+                    failed.write_text(error)
+                    warnings.warn(f"could not build {what} ({error}); using torch instead (delete {failed} to try "
+                                  "again)")
+                    return None
+        # torch has loaded its own libgomp.so.1; the kernels' OpenMP calls resolve to it: one thread pool
+        return ctypes.CDLL(str(path))
+    except (OSError, subprocess.SubprocessError) as error:
+        warnings.warn(f"could not build or load {what}: {error}; using torch instead")
+        return None

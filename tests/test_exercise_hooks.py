@@ -1,0 +1,194 @@
+"""Every engine hook is live: with a deliberately wrong learner implementation selected, the engine's output
+changes; unselected, the engine gives its reference output. (The learner's module is patched here; the
+check command and the notebooks select the learner's real file the same way.)"""
+
+from __future__ import annotations
+
+import importlib
+import random
+
+import pytest
+import torch
+
+from helpers import assert_no_leaks
+from nanoinfer import LLM, SamplingParams, use_exercises
+from nanoinfer.engine.policies import SchedulingPolicy
+from nanoinfer.workbook.registry import EXERCISES
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
+
+
+@pytest.fixture
+def wrong(monkeypatch):
+    """``wrong("5.1", bad_rms_norm)`` makes the learner's module define that object under its name."""
+
+    def install(ex_id: str, obj, name: str | None = None) -> None:
+        module = importlib.import_module(f"exercises.{EXERCISES[ex_id].module}")
+        monkeypatch.setattr(module, name or obj.__name__, obj)
+
+    monkeypatch.delenv("NANOINFER_EXERCISES", raising=False)
+    return install
+
+
+def build(path, ex_id: str | None = None, **knobs) -> LLM:
+    knobs = {"max_model_len": 128, "num_kvcache_blocks": 64, **knobs}
+    if ex_id is None:
+        return LLM(str(path), **knobs)
+    with use_exercises(ex_id):
+        return LLM(str(path), **knobs)
+
+
+def greedy_tokens(llm, prompts, params=GREEDY) -> list[list[int]]:
+    tokens = [o.token_ids for o in llm.generate(prompts, params, use_tqdm=False)]
+    assert_no_leaks(llm)
+    return tokens
+
+
+def test_hooks_are_covered():
+    """This file tests every exercise that has an engine hook."""
+    tested = {"2.2", "2.3", "2.4", "3.1", "3.2", "3.3", "5.1", "5.2", "5.5", "6.1"}
+    assert tested == {e.id for e in EXERCISES.values() if e.hook}
+
+
+@pytest.mark.parametrize("ex_id", ["3.1", "5.1", "5.2"])
+def test_model_ops(ex_id, wrong, reference):
+    """Naive attention (3.1), RMSNorm (5.1), rotary (5.2): the greedy tokens are transformers' with the
+    reference, and change with a wrong op."""
+    from nanoinfer.attention.torch_backend import naive_attention
+    from nanoinfer.layers.layernorm import rms_norm
+    from nanoinfer.layers.rotary_embedding import apply_rotary
+
+    bad = {"3.1": lambda q, k, v, mask, scale: naive_attention(q, k, v, mask, 3 * scale),
+           "5.1": lambda x, weight, eps, residual=None: rms_norm(x, 1.5 * weight, eps, residual),
+           "5.2": lambda x, cos, sin: apply_rotary(x, sin, cos)}[ex_id]
+    name = {"3.1": "naive_attention", "5.1": "rms_norm", "5.2": "apply_rotary"}[ex_id]
+    wrong(ex_id, bad, name)
+    ref = reference("qwen3")
+    prompts, expected = ref.prompts[:4], [t[:8] for t in ref.greedy[:4]]
+    knobs = {"attention_backend": "naive"} if ex_id == "3.1" else {}
+    assert greedy_tokens(build(ref.path, **knobs), prompts) == expected
+    assert greedy_tokens(build(ref.path, ex_id, **knobs), prompts) != expected
+
+
+def test_sampler(wrong, tiny_llama):
+    """3.2: the Gumbel-max draw; a learner's draw that always picks token 7 is what the engine samples."""
+    def gumbel_max_sample(logits, temperatures, noise):
+        return torch.full((logits.shape[0],), 7, dtype=torch.int64)
+
+    wrong("3.2", gumbel_max_sample)
+    params = SamplingParams(temperature=1.0, max_tokens=8, seed=1, ignore_eos=True)
+    reference = greedy_tokens(build(tiny_llama), [[1, 2, 3]], params)[0]
+    assert reference != [7] * 8 and len(set(reference)) > 1
+    assert greedy_tokens(build(tiny_llama, "3.2"), [[1, 2, 3]], params)[0] == [7] * 8
+
+
+def admission_order(llm, prompts, params) -> list[int]:
+    with llm.trace() as events:
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+    first = outputs[0].request_id
+    return [e.seq_id - first for e in events if e.kind == "admitted"]
+
+
+def test_scheduling_policy(wrong, tiny_llama):
+    """2.2: one sequence at a time, shortest job first admits by work; a learner's reversed key, by the most."""
+    class ShortestJobFirst(SchedulingPolicy):
+        name = "sjf"
+
+        def priority(self, seq):
+            return (-(seq.num_prompt_tokens + seq.sampling_params.max_tokens), seq.seq_id)
+
+    wrong("2.2", ShortestJobFirst)
+    prompts = [[5] * n for n in (30, 10, 50, 20)]
+    order = admission_order(build(tiny_llama, scheduling_policy="sjf", max_num_seqs=1), prompts, GREEDY)
+    assert order == [1, 3, 0, 2]
+    assert admission_order(build(tiny_llama, "2.2", scheduling_policy="sjf", max_num_seqs=1),
+                           prompts, GREEDY) == [2, 0, 3, 1]
+
+
+def test_cache_stats(wrong, tiny_llama):
+    """2.3: llm.cache_stats() is the learner's function when selected."""
+    def get_cache_stats(block_manager):
+        return {"hit_rate": -1.0}
+
+    wrong("2.3", get_cache_stats)
+    shared = [[9] * 40 + [i] for i in range(3)]
+    llm = build(tiny_llama)
+    greedy_tokens(llm, shared)
+    stats = llm.cache_stats()
+    assert stats["hit_blocks"] == 4 and stats["hit_rate"] == pytest.approx(64 / 123)
+    learner = build(tiny_llama, "2.3")
+    greedy_tokens(learner, shared)
+    assert learner.cache_stats() == {"hit_rate": -1.0}
+
+
+def test_preemption_victim(wrong, tiny_llama):
+    """2.4: out of blocks, FIFO preempts the newest arrival; a learner's choice of the oldest is obeyed."""
+    def choose_preemption_victim(candidates, policy):
+        return min(candidates, key=policy.priority)
+
+    wrong("2.4", choose_preemption_victim)
+    prompts, params = [[3] * 14] * 3, SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
+
+    def first_victim(llm):
+        with llm.trace() as events:
+            outputs = llm.generate(prompts, params, use_tqdm=False)
+        return next(e.seq_id for e in events if e.kind == "preempted") - outputs[0].request_id
+
+    tight = dict(max_model_len=64, num_kvcache_blocks=5)  # three sequences need six blocks by the end
+    assert first_victim(build(tiny_llama, **tight)) == 2
+    assert first_victim(build(tiny_llama, "2.4", **tight)) == 0
+
+
+def test_block_hash(wrong, tiny_llama, reference):
+    """6.1: a hash that forgets the parent block lets a block's tokens hit at another place of another prompt,
+    whose keys and values were computed after other tokens: the engine then reuses the wrong KV."""
+    from nanoinfer.engine.block_manager import compute_block_hash
+
+    wrong("6.1", lambda token_ids, parent_hash: compute_block_hash(token_ids, None), "compute_block_hash")
+    rng = random.Random(0)
+    a, b = [rng.randrange(512) for _ in range(16)], [rng.randrange(512) for _ in range(16)]
+    prompts = [a + b + [1, 2], b + b + [3]]  # the second starts with the first's second block
+
+    def run(llm):
+        first = greedy_tokens(llm, prompts[:1])
+        return first + greedy_tokens(llm, prompts[1:]), llm.cache_stats()["hit_blocks"]
+
+    (tokens, hits), (learner_tokens, learner_hits) = run(build(tiny_llama)), run(build(tiny_llama, "6.1"))
+    assert hits == 0 and learner_hits == 2  # both of its blocks hash like the first prompt's second
+    assert tokens[1] != learner_tokens[1]
+    separate = greedy_tokens(build(tiny_llama, enable_prefix_caching=False), prompts)
+    assert tokens == separate  # the reference changes nothing but the hit count
+
+
+def test_gguf_permutation(wrong):
+    """5.5: the conversion of the default model un-permutes q/k rows with the learner's function."""
+    import gguf
+
+    from nanoinfer.tools.convert import _hf_config, _metadata, find_smollm2_gguf, gguf_state_dict
+
+    wrong("5.5", lambda weight, num_heads: weight, "unpermute_qk")
+    reader = gguf.GGUFReader(str(find_smollm2_gguf()))
+    reader.tensors = [t for t in reader.tensors if t.name.startswith("blk.0.attn_")]  # one layer: fast
+    config = _hf_config(_metadata(reader))
+    reference = gguf_state_dict(reader, config)
+    with use_exercises("5.5"):
+        learner = gguf_state_dict(reader, config)
+    for name in reference:
+        same = torch.equal(reference[name], learner[name])
+        assert same != name.endswith(("q_proj.weight", "k_proj.weight")), name
+
+
+@pytest.mark.gpu
+def test_cuda_graph_choice(wrong, tiny_llama):
+    """3.3: a learner's choice of the largest graph for every batch pads every replay to it."""
+    def pick_cuda_graph(batch_size, captured_sizes):
+        return captured_sizes[-1], captured_sizes[-1] - batch_size
+
+    wrong("3.3", pick_cuda_graph)
+    knobs = dict(max_num_seqs=32, gpu_memory_utilization=0.2, num_kvcache_blocks=None)
+    prompts = [[1, 2, 3]] * 3
+    reference, learner = build(tiny_llama, **knobs), build(tiny_llama, "3.3", **knobs)
+    assert greedy_tokens(reference, prompts) == greedy_tokens(learner, prompts)
+    padding = [llm.model_runner.graphs.coverage.padded_slots / llm.model_runner.graphs.coverage.replayed_steps
+               for llm in (reference, learner)]
+    assert padding == [1.0, 29.0]  # 3 rows in the graph of 4, or in the graph of 32
