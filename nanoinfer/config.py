@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -88,9 +88,6 @@ class EngineConfig:
         if unknown:
             raise TypeError(f"unknown engine option(s) {unknown}; known options: {sorted(known)}")
         return cls(model=model, **kwargs)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def _check_chunking(self) -> None:
         if not self.enable_chunked_prefill and self.max_model_len and self.max_num_batched_tokens < self.max_model_len:

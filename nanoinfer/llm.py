@@ -38,18 +38,9 @@ class RequestOutput:
     metrics: RequestMetrics
     finished: bool = True
     extra: dict = field(default_factory=dict)
-
-    @property
-    def text(self) -> str | None:
-        return self.outputs[0].text
-
-    @property
-    def token_ids(self) -> list[int]:
-        return self.outputs[0].token_ids
-
-    @property
-    def finish_reason(self) -> str | None:
-        return self.outputs[0].finish_reason
+    text = property(lambda self: self.outputs[0].text)
+    token_ids = property(lambda self: self.outputs[0].token_ids)
+    finish_reason = property(lambda self: self.outputs[0].finish_reason)
 
 
 class LLM:
@@ -73,26 +64,12 @@ class LLM:
     def __exit__(self, *exc) -> None:
         self.shutdown()
 
-    # ---- convenience views ---------------------------------------------------------------------
-    @property
-    def tokenizer(self):
-        return self.engine.tokenizer
-
-    @property
-    def events(self):
-        return self.engine.events
-
-    @property
-    def block_manager(self):
-        return self.engine.block_manager
-
-    @property
-    def scheduler(self):
-        return self.engine.scheduler
-
-    @property
-    def model_runner(self):
-        return self.engine.model_runner
+    # ---- the engine's parts, and what they measured --------------------------------------------
+    tokenizer = property(lambda self: self.engine.tokenizer)
+    events = property(lambda self: self.engine.events)  # the lifecycle hooks (engine/events.py)
+    block_manager = property(lambda self: self.engine.block_manager)
+    scheduler = property(lambda self: self.engine.scheduler)
+    model_runner = property(lambda self: self.engine.model_runner)
 
     def __repr__(self) -> str:
         e = self.engine
@@ -106,6 +83,7 @@ class LLM:
         return self.engine.model_runner.fast_paths.frame()
 
     def cache_stats(self) -> dict:
+        """Block usage and prefix-cache hit rates (``get_cache_stats`` in engine/block_manager.py)."""
         return self.engine.block_manager.get_cache_stats()
 
     def step_timeline(self):
@@ -135,16 +113,11 @@ class LLM:
             runner.keep_logits = kept
 
     # ---- generation ----------------------------------------------------------------------------
-    def generate(
-        self,
-        prompts: Prompt | Seq[Prompt],
-        sampling_params: SamplingParams | Seq[SamplingParams] | None = None,
-        use_tqdm: bool = True,
-    ) -> list[RequestOutput]:
-        """Generate for every prompt (text or token ids); results come back in prompt order.
-
-        Every prompt and parameter is checked before any request starts, so bad input fails fast.
-        """
+    def generate(self, prompts: Prompt | Seq[Prompt],
+                 sampling_params: SamplingParams | Seq[SamplingParams] | None = None,
+                 use_tqdm: bool = True) -> list[RequestOutput]:
+        """Generate for every prompt (text or token ids); results come back in prompt order. Every prompt
+        and parameter is checked before any request starts, so bad input fails fast."""
         prompts = _as_prompt_list(prompts)
         if sampling_params is None:
             sampling_params = SamplingParams()
@@ -185,16 +158,10 @@ class LLM:
             engine.events.emit("generate_end", "LLM", num_requests=len(prompts))
         return outputs
 
-    def chat(
-        self,
-        messages: list[dict] | list[list[dict]],
-        sampling_params: SamplingParams | None = None,
-        use_tqdm: bool = False,
-    ) -> RequestOutput | list[RequestOutput]:
-        """Apply the tokenizer's chat template and generate the assistant's reply.
-
-        ``messages`` is one conversation (a list of {"role", "content"} dicts) or a list of them.
-        """
+    def chat(self, messages: list[dict] | list[list[dict]], sampling_params: SamplingParams | None = None,
+             use_tqdm: bool = False) -> RequestOutput | list[RequestOutput]:
+        """Apply the tokenizer's chat template and generate the assistant's reply. ``messages`` is one
+        conversation (a list of {"role", "content"} dicts) or a list of them."""
         if self.tokenizer is None:
             raise ValueError(f"{self.engine.model_dir} has no tokenizer, so it has no chat template")
         single = bool(messages) and isinstance(messages[0], dict)

@@ -32,3 +32,12 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     command = re.search(r"`(make test)`", readme).group(1)
     assert command in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_c_kernel_is_package_data():
+    """The CPU kernels are compiled on the user's machine from their sources: a wheel must carry them."""
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["nanoinfer"]
+    package = ROOT / "nanoinfer"
+    shipped = {p for pattern in globs for p in package.glob(pattern)}
+    sources = set(package.rglob("*.c"))
+    assert sources and sources <= shipped, f"not in package-data: {sorted(map(str, sources - shipped))}"

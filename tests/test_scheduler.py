@@ -26,7 +26,7 @@ def add(sched, seq_id, length, max_tokens=4, arrival=None):
 def step(sched):
     batch = sched.schedule()
     sampled = [5 if s else None for s in batch.samples()]
-    finished = sched.postprocess(batch, sampled)
+    finished = sched.complete(batch, sched.advance(batch), sampled)
     return batch, finished
 
 

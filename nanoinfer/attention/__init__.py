@@ -23,7 +23,9 @@ def make_attention_backend(name: str, device: torch.device, block_size: int) -> 
     fastest one available: on a CPU the C kernel when it builds; on a GPU flash_attn when it is installed
     and the blocks suit its paged kernels (multiples of 256 tokens), else triton."""
     if name == "auto" and device.type == "cpu":
-        name = _best_cpu_backend()
+        from nanoinfer.attention.cpu_backend import kernel_available
+
+        name = "cpu" if kernel_available() else "torch"
     elif name == "auto":
         flash = block_size % 256 == 0 and importlib.util.find_spec("flash_attn") is not None
         name = "flash_attn" if flash else "triton" if importlib.util.find_spec("triton") else "torch"
@@ -49,8 +51,3 @@ def make_attention_backend(name: str, device: torch.device, block_size: int) -> 
 
     return FlashAttentionBackend()
 
-
-def _best_cpu_backend() -> str:
-    from nanoinfer.attention.cpu_backend import kernel_available
-
-    return "cpu" if kernel_available() else "torch"

@@ -1,11 +1,10 @@
-"""The ``cpu`` attention backend: the torch backend with decode attention and the KV-cache write in C
-(cpu_backend.c), a fast path.
+"""The ``cpu`` attention backend, a fast path: the torch backend with decode attention and the KV-cache write
+in C (cpu_backend.c).
 
-Decode attention is the one place where the torch path wastes most on a CPU: it copies every sequence's
-blocks into a padded tensor before SDPA reads them. The C kernel reads the blocks in place. It is
-compiled with the system C compiler the first time it is needed (nanoinfer/fast/cpu_build.py); without a compiler,
-``auto`` falls back to the torch backend.
-Prefill and chunked prefill keep the torch paths (their cost is in the matrix products, not here).
+Decode attention is the one place where the torch path wastes most on a CPU: it copies every sequence's blocks
+into a padded tensor before SDPA reads them; the C kernel reads the blocks in place. It is compiled with the
+system C compiler the first time it is needed (fast/cpu_build.py); without one, ``auto`` falls back to the torch
+backend. Prefill and chunked prefill keep the torch paths (their cost is in the matrix products, not here).
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ SOURCE = Path(__file__).with_name("cpu_backend.c")
 
 @lru_cache(maxsize=1)
 def load_kernel() -> ctypes.CDLL | None:
-    """The compiled kernel, built on first use; None when it cannot be built (see fast/cpu_build.py)."""
     lib = build_and_load(SOURCE, "the CPU attention kernel")
     if lib is not None:
         lib.paged_decode_attention.restype = None
@@ -63,9 +61,8 @@ def check_decode_inputs(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
 def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                            block_tables: torch.Tensor, seq_lens: torch.Tensor, scale: float,
                            check: bool = True) -> torch.Tensor:
-    """q: [seqs, heads, head_dim] float32; caches [num_blocks, block_size, kv_heads, head_dim];
-    block_tables [seqs, max_blocks] int32; seq_lens [seqs] int32. Returns [seqs, heads, head_dim].
-    ``check=False`` skips ``check_decode_inputs`` for a caller that has already run it on the same step."""
+    """q: [seqs, heads, head_dim] float32; caches [num_blocks, block_size, kv_heads, head_dim]; block_tables
+    [seqs, max_blocks] int32; seq_lens [seqs] int32. ``check=False``: ``check_decode_inputs`` ran on this step."""
     lib = load_kernel()
     if lib is None:
         raise RuntimeError("the CPU attention kernel is not available (no C compiler?)")

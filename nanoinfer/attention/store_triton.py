@@ -11,9 +11,8 @@ from nanoinfer.fast import triton_interpreter  # noqa: F401  (a fix for Triton's
 
 
 @triton.jit
-def _store_kv_kernel(k_ptr, v_ptr, k_cache_ptr, v_cache_ptr, slot_ptr,
-                     stride_kt, stride_kh, stride_vt, stride_vh, stride_cb, stride_cs, stride_ch,
-                     head_dim, BLOCK_SIZE: tl.constexpr, BLOCK_D: tl.constexpr):
+def _store_kv_kernel(k_ptr, v_ptr, k_cache_ptr, v_cache_ptr, slot_ptr, stride_kt, stride_kh, stride_vt, stride_vh,
+                     stride_cb, stride_cs, stride_ch, head_dim, BLOCK_SIZE: tl.constexpr, BLOCK_D: tl.constexpr):
     token = tl.program_id(0)
     head = tl.program_id(1)
     slot = tl.load(slot_ptr + token)
@@ -30,8 +29,7 @@ def _store_kv_kernel(k_ptr, v_ptr, k_cache_ptr, v_cache_ptr, slot_ptr,
 
 def store_kv_cache(k, v, k_cache, v_cache, slot_mapping) -> None:
     """Write k, v ([tokens, kv_heads, head_dim]) into the paged caches at ``slot_mapping`` (-1: skip)."""
-    assert k_cache.stride() == v_cache.stride() and k_cache.stride(-1) == 1
-    assert k.stride(-1) == 1 and v.stride(-1) == 1
+    assert k_cache.stride() == v_cache.stride() and k_cache.stride(-1) == k.stride(-1) == v.stride(-1) == 1
     tokens, kv_heads, head_dim = k.shape
     _store_kv_kernel[(tokens, kv_heads)](
         k, v, k_cache, v_cache, slot_mapping, k.stride(0), k.stride(1), v.stride(0), v.stride(1),

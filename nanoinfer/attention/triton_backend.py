@@ -2,15 +2,13 @@
 straight from the cache blocks through the block tables, so no context is ever gathered into a copy.
 
 Kernels (the store kernel is store_triton.py's):
-  decode   one query per sequence. One program per (sequence, KV head, context split): the query heads
-           that share the KV head are handled together, with an online softmax over tiles of keys.
-           Long contexts are cut into splits that run in parallel (flash-decoding); a small reduce
-           kernel then merges the splits' partial results. Lengths are read inside the kernels and the
-           grid depends only on the batch size, the KV heads and the number of splits, so a decode step
-           can be captured in a CUDA graph once ``decode_splits`` is fixed.
-  prefill  several queries per sequence, whose context may start with cached tokens (prefix-cache hits,
-           chunked prefill). One program per (query tile, sequence, query head), causal mask, online
-           softmax over key tiles.
+  decode   one query per sequence. One program per (sequence, KV head, context split): the query heads that
+           share the KV head are handled together, with an online softmax over tiles of keys. Long contexts
+           are cut into splits that run in parallel (flash-decoding); a small reduce kernel then merges the
+           splits' partial results. Lengths are read inside the kernels and the grid depends only on the batch
+           size, the KV heads and the splits: a CUDA graph can replay it once ``decode_splits`` is fixed.
+  prefill  several queries per sequence, after any cached tokens (prefix-cache hits, chunked prefill). One
+           program per (query tile, sequence, query head), causal mask, online softmax over key tiles.
 On a GPU, a prefill step with no cached prefix may instead go to PyTorch's own varlen flash attention
 (``prefill_with_torch_varlen``); the Triton kernel stays the fallback and the CPU path (interpreter).
 
@@ -44,9 +42,8 @@ TARGET_DECODE_PROGRAMS = 512  # about four programs per streaming multiprocessor
 @triton.jit
 def _load_kv_tile(k_cache_ptr, v_cache_ptr, table_ptr, pos, valid, kv_head, d, d_mask,
                   stride_cb, stride_cs, stride_ch, BLOCK_SIZE: tl.constexpr):
-    """Keys and values at context positions ``pos`` of one sequence, [BLOCK_N, BLOCK_D]. Each position
-    finds its block in the block table, so a tile may span blocks or cover part of one. Positions past
-    the context are not read at all: their slots may hold anything, and 0 * NaN would poison the sum."""
+    """Keys and values at positions ``pos`` of one sequence, [BLOCK_N, BLOCK_D], found through the block table.
+    Positions past the context are not read: their slots may hold anything, and 0 * NaN would poison the sum."""
     block = tl.load(table_ptr + pos // BLOCK_SIZE, mask=valid, other=0).to(tl.int64)
     offset = block * stride_cb + (pos % BLOCK_SIZE) * stride_cs + kv_head * stride_ch
     mask = valid[:, None] & d_mask[None, :]
@@ -71,11 +68,10 @@ def _online_softmax_step(q, k, v, allowed, m, l, acc, scale_log2, PRECISION: tl.
 # The block-table width changes from step to step; without do_not_specialize Triton would compile a new
 # variant whenever its divisibility by 16 changes, in the middle of a run.
 @triton.jit(do_not_specialize=["stride_table"])
-def _decode_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, part_acc_ptr, part_ml_ptr, tables_ptr,
-                   seq_lens_ptr, scale_log2, stride_qt, stride_qh, stride_ot, stride_oh,
-                   stride_cb, stride_cs, stride_ch, stride_table, num_heads, group, head_dim,
-                   NUM_SPLITS: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_G: tl.constexpr,
-                   BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+def _decode_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, part_acc_ptr, part_ml_ptr, tables_ptr, seq_lens_ptr,
+                   scale_log2, stride_qt, stride_qh, stride_ot, stride_oh, stride_cb, stride_cs, stride_ch,
+                   stride_table, num_heads, group, head_dim, NUM_SPLITS: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+                   BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -142,10 +138,9 @@ def _decode_reduce_kernel(out_ptr, part_acc_ptr, part_ml_ptr, stride_ot, stride_
 
 @triton.jit(do_not_specialize=["stride_table"])
 def _prefill_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, tables_ptr, seq_lens_ptr, query_start_ptr,
-                    scale_log2, stride_qt, stride_qh, stride_ot, stride_oh,
-                    stride_cb, stride_cs, stride_ch, stride_table, group, head_dim,
-                    BLOCK_SIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                    BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+                    scale_log2, stride_qt, stride_qh, stride_ot, stride_oh, stride_cb, stride_cs, stride_ch,
+                    stride_table, group, head_dim, BLOCK_SIZE: tl.constexpr, BLOCK_M: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
     tile_m = tl.program_id(0)
     seq = tl.program_id(1)
     head = tl.program_id(2)
@@ -200,9 +195,8 @@ def _tiles(dtype: torch.dtype) -> tuple[int, int, int]:
 
 
 def _torch_varlen():
-    """PyTorch's varlen flash attention and the keyword arguments of this version's signature, or None.
-    The signature moved between releases: 2.10 took ``is_causal`` and no scale; later ones take ``scale``
-    and ``window_size``, and the newest ``enable_gqa`` (older ones accept fewer KV heads as they are)."""
+    """PyTorch's varlen flash attention and this version's extra keyword arguments, or None. 2.10 took
+    ``is_causal`` and no scale; later ones take ``scale`` and ``window_size``, the newest ``enable_gqa`` too."""
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
@@ -210,14 +204,12 @@ def _torch_varlen():
     params = inspect.signature(varlen_attn).parameters
     if "scale" not in params or "window_size" not in params:  # no way to pass our scale
         return None
-    return varlen_attn, {"enable_gqa": True} if "enable_gqa" in params else {}
+    return varlen_attn, {"enable_gqa": True} if "enable_gqa" in params else {}  # older: fewer KV heads as they are
 
 
 class TritonAttentionBackend(AttentionBackend):
-    """``decode_splits``: fix the number of context splits of decode steps (a captured CUDA graph must
-    replay the launch it recorded); None chooses it per step from the longest context.
-    ``prefill_with_torch_varlen``: send fresh prefills (no cached prefix) to PyTorch's varlen flash
-    attention; None: do so on CUDA with 16-bit inputs when this PyTorch has it."""
+    """``decode_splits``: the number of context splits of decode steps, fixed for CUDA graphs; None: per step.
+    ``prefill_with_torch_varlen``: see above; None: on CUDA with 16-bit inputs where this PyTorch has it."""
 
     name = "triton"
     supports_cuda_graphs = True
@@ -234,7 +226,6 @@ class TritonAttentionBackend(AttentionBackend):
 
     @contextmanager
     def capturing(self, batch_size: int, max_seq_len: int, kv_heads: int):
-        """A replay repeats the recorded launch: its grid must not depend on the lengths."""
         self.decode_splits = decode_splits_for(max_seq_len, batch_size, kv_heads)
         try:
             yield
@@ -252,21 +243,22 @@ class TritonAttentionBackend(AttentionBackend):
             result = varlen_attn(q, k, v, cu, cu, n, n, scale=scale, window_size=(-1, 0), **extra)
             return result if out is None else out.copy_(result)
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device) if out is None else out
-        self._prefill(q, k_cache, v_cache, meta, scale, out)
+        num_heads, head_dim = q.shape[1], q.shape[2]
+        block_m, block_n, num_warps = _tiles(q.dtype)
+        # max_query_len is a host number known at prepare time: the grid needs no device sync.
+        grid = (triton.cdiv(meta.max_query_len, block_m), meta.num_seqs, num_heads)
+        _prefill_kernel[grid](
+            q, k_cache, v_cache, out, meta.block_tables, meta.seq_lens, meta.query_start_loc, scale * LOG2E,
+            q.stride(0), q.stride(1), out.stride(0), out.stride(1), *k_cache.stride()[:3],
+            meta.block_tables.stride(0), num_heads // k_cache.shape[2], head_dim, BLOCK_SIZE=k_cache.shape[1],
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
+            PRECISION=_precision(q.dtype), num_warps=num_warps, num_stages=2)
         return out
 
     def decode(self, q, k_cache, v_cache, meta: AttentionMetadata, scale: float,
                out: torch.Tensor | None = None) -> torch.Tensor:
         assert q.stride(-1) == 1 and k_cache.stride() == v_cache.stride() and k_cache.stride(-1) == 1
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device) if out is None else out
-        self._decode(q, k_cache, v_cache, meta, scale, out)
-        return out
-
-    def _use_torch_varlen(self, q, meta: AttentionMetadata) -> bool:
-        return (self.torch_varlen is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
-                and not meta.is_decode and meta.no_prefix)
-
-    def _decode(self, q, k_cache, v_cache, meta: AttentionMetadata, scale: float, out) -> None:
         num_seqs, num_heads, head_dim = q.shape
         kv_heads = k_cache.shape[2]
         group = num_heads // kv_heads
@@ -289,19 +281,11 @@ class TritonAttentionBackend(AttentionBackend):
             _decode_reduce_kernel[(num_seqs, num_heads)](
                 out, part_acc, part_ml, out.stride(0), out.stride(1), num_heads, head_dim,
                 NUM_SPLITS=splits, BLOCK_S=triton.next_power_of_2(splits), BLOCK_D=block_d)
+        return out
 
-    def _prefill(self, q, k_cache, v_cache, meta: AttentionMetadata, scale: float, out) -> None:
-        num_heads, head_dim = q.shape[1], q.shape[2]
-        block_m, block_n, num_warps = _tiles(q.dtype)
-        # max_query_len is a host number known at prepare time: the grid needs no device sync.
-        grid = (triton.cdiv(meta.max_query_len, block_m), meta.num_seqs, num_heads)
-        _prefill_kernel[grid](
-            q, k_cache, v_cache, out, meta.block_tables, meta.seq_lens, meta.query_start_loc, scale * LOG2E,
-            q.stride(0), q.stride(1), out.stride(0), out.stride(1), *k_cache.stride()[:3],
-            meta.block_tables.stride(0), num_heads // k_cache.shape[2], head_dim,
-            BLOCK_SIZE=k_cache.shape[1], BLOCK_M=block_m, BLOCK_N=block_n,
-            BLOCK_D=max(16, triton.next_power_of_2(head_dim)), PRECISION=_precision(q.dtype),
-            num_warps=num_warps, num_stages=2)
+    def _use_torch_varlen(self, q, meta: AttentionMetadata) -> bool:
+        return (self.torch_varlen is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
+                and not meta.is_decode and meta.no_prefix)
 
 
 def _precision(dtype: torch.dtype) -> str:

@@ -63,14 +63,8 @@ class BlockEvent:
 
 
 class BlockManager:
-    def __init__(
-        self,
-        num_blocks: int,
-        block_size: int,
-        enable_prefix_caching: bool = True,
-        record_events: bool = False,
-        events: EventBus | None = None,
-    ) -> None:
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True,
+                 record_events: bool = False, events: EventBus | None = None) -> None:
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
@@ -87,17 +81,9 @@ class BlockManager:
         self._cache_stats = learner_code("2.3", get_cache_stats)
 
     # ---- queries -------------------------------------------------------------------------------
-    @property
-    def num_free_blocks(self) -> int:
-        return len(self.free_block_ids)
-
-    @property
-    def num_used_blocks(self) -> int:
-        return self.num_blocks - len(self.free_block_ids)
-
-    @property
-    def num_cached_blocks(self) -> int:
-        return len(self.cached_block_ids)
+    num_free_blocks = property(lambda self: len(self.free_block_ids))
+    num_used_blocks = property(lambda self: self.num_blocks - len(self.free_block_ids))
+    num_cached_blocks = property(lambda self: len(self.cached_block_ids))
 
     def get_cache_stats(self) -> dict:
         """Hit rates and block usage (``get_cache_stats`` below)."""

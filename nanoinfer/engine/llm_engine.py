@@ -52,7 +52,7 @@ class LLMEngine:
         else:
             runner_class = ModelRunner
         self.model_runner = runner_class(c, self.hf_config, self.model_dir, self.device, self.dtype)
-        self.model_runner.bus = self.events
+        self.model_runner.bus, self.device = self.events, self.model_runner.device  # (rank 0's: cuda:0)
         try:
             if num_blocks is None:  # a GPU: what is left after the weights and the peak activations
                 num_blocks = c.check_kv_blocks(self.model_runner.measure_kv_budget(), self.bytes_per_block, knob)
@@ -60,7 +60,7 @@ class LLMEngine:
             self.async_scheduling = c.async_scheduling if c.async_scheduling is not None else self.device.type == "cuda"
             self.metrics = EngineMetrics()
             self._reset_state()
-            warm = self.device.type == "cuda" or c.compile  # compile, autotune, capture before the first request
+            warm = self.device.type == "cuda" or c.compile  # compile and autotune before the first request
             self.warmup_seconds = self._warm_up() if warm else 0.0
         except BaseException:
             self.shutdown()

@@ -108,7 +108,7 @@ class ModelRunner:
         self.graphs = None  # a CudaGraphRunner once captured
         self.fast_paths = apply_fast_paths(self)  # nanoinfer/fast: what it replaced, and why
 
-    def learner_exercises(self) -> list[str]:
+    def learner_exercises(self) -> list[str]:  # (what a worker reports to rank 0)
         return self.exercises
 
     # ---- KV cache ------------------------------------------------------------------------------
@@ -146,8 +146,8 @@ class ModelRunner:
         if self.kv_cache is not None:
             self.release()
 
-    def step_failed(self) -> None:
-        """A step raised: nothing to tidy up with one rank (parallel/runner.py stops its workers)."""
+    def step_failed(self) -> None:  # (with one rank, nothing to tidy up; parallel/runner.py stops its workers)
+        pass
 
     @torch.inference_mode()
     def measure_kv_budget(self) -> int:
@@ -163,7 +163,7 @@ class ModelRunner:
         baseline = torch.cuda.memory_allocated(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         seqs = [Sequence(-1 - i, [0] * seq_len, SamplingParams()) for i in range(num_seqs)]
-        for i, seq in enumerate(seqs):
+        for i, seq in enumerate(seqs):  # (each its own blocks of the scratch cache)
             seq.block_table = list(range(i * blocks_per_seq, (i + 1) * blocks_per_seq))
         self.execute(self.host_inputs(ScheduledBatch("prefill", seqs, [seq_len] * num_seqs)))
         self.sampler.warm_up(self.model, torch.zeros(c.max_num_seqs, self.hf_config.hidden_size,

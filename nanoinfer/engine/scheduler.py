@@ -198,10 +198,6 @@ class Scheduler:
             self.waiting = [s for s in self.waiting if not s.is_finished]
         return finished
 
-    def postprocess(self, batch: ScheduledBatch, sampled: list[int | None]) -> list[Sequence]:
-        """advance and complete at once: the synchronous engine loop."""
-        return self.complete(batch, self.advance(batch), sampled)
-
     def _finish_reason(self, seq: Sequence, pos: int) -> str | None:
         """Why the token at ``pos`` ends the sequence, if it does."""
         params, token_id = seq.sampling_params, seq.token_ids[pos]
@@ -229,9 +225,6 @@ class Scheduler:
         """Drop every request (after an error or an interrupt) so that no KV block stays held."""
         for seq in self.running:
             self.block_manager.free(seq)
-            seq.status = SequenceStatus.FINISHED
-            seq.finish_reason = "abort"
-        for seq in self.waiting:
-            seq.status = SequenceStatus.FINISHED
-            seq.finish_reason = "abort"
+        for seq in self.running + self.waiting:
+            seq.status, seq.finish_reason = SequenceStatus.FINISHED, "abort"
         self.running, self.waiting = [], []

@@ -35,9 +35,7 @@ class RequestMetrics:
 
     @property
     def time_to_first_token(self) -> float | None:
-        if self.first_token_time is None:
-            return None
-        return self.first_token_time - self.arrival_time
+        return None if self.first_token_time is None else self.first_token_time - self.arrival_time
 
     @property
     def time_per_output_token(self) -> float | None:
@@ -48,20 +46,12 @@ class RequestMetrics:
 
     @property
     def e2e_latency(self) -> float | None:
-        if self.finished_time is None:
-            return None
-        return self.finished_time - self.arrival_time
+        return None if self.finished_time is None else self.finished_time - self.arrival_time
 
     def as_dict(self) -> dict:
-        return {
-            "prompt_tokens": self.num_prompt_tokens,
-            "output_tokens": self.num_output_tokens,
-            "cached_tokens": self.num_cached_tokens,
-            "preemptions": self.num_preemptions,
-            "ttft_s": self.time_to_first_token,
-            "tpot_s": self.time_per_output_token,
-            "e2e_s": self.e2e_latency,
-        }
+        return {"prompt_tokens": self.num_prompt_tokens, "output_tokens": self.num_output_tokens,
+                "cached_tokens": self.num_cached_tokens, "preemptions": self.num_preemptions,
+                "ttft_s": self.time_to_first_token, "tpot_s": self.time_per_output_token, "e2e_s": self.e2e_latency}
 
 
 class Sequence:
@@ -108,36 +98,17 @@ class Sequence:
         return len(self.token_ids)
 
     def __repr__(self) -> str:
-        return (
-            f"Sequence(id={self.seq_id}, status={self.status.value}, tokens={len(self)}, "
-            f"computed={self.num_computed_tokens}, blocks={self.block_table})"
-        )
+        return (f"Sequence(id={self.seq_id}, status={self.status.value}, tokens={len(self)}, "
+                f"computed={self.num_computed_tokens}, blocks={self.block_table})")
 
-    @property
-    def num_tokens(self) -> int:
-        return len(self.token_ids)
-
-    @property
-    def num_output_tokens(self) -> int:
-        return len(self.token_ids) - self.num_prompt_tokens
-
-    @property
-    def output_token_ids(self) -> list[int]:
-        return self.token_ids[self.num_prompt_tokens :]
-
-    @property
-    def num_known_tokens(self) -> int:
-        """Tokens whose values the host knows (all but the pending placeholders)."""
-        return len(self.token_ids) - self.num_pending_tokens
-
-    @property
-    def num_uncomputed_tokens(self) -> int:
-        """Tokens still to feed before the next token can be sampled (1 while decoding)."""
-        return self.num_tokens - self.num_computed_tokens
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status == SequenceStatus.FINISHED
+    num_tokens = property(lambda self: len(self.token_ids))
+    num_output_tokens = property(lambda self: len(self.token_ids) - self.num_prompt_tokens)
+    output_token_ids = property(lambda self: self.token_ids[self.num_prompt_tokens:])
+    # tokens whose values the host knows (all but the pending placeholders)
+    num_known_tokens = property(lambda self: len(self.token_ids) - self.num_pending_tokens)
+    # tokens still to feed before the next token can be sampled (1 while decoding)
+    num_uncomputed_tokens = property(lambda self: len(self.token_ids) - self.num_computed_tokens)
+    is_finished = property(lambda self: self.status == SequenceStatus.FINISHED)
 
     def num_blocks_needed(self, block_size: int, num_tokens: int | None = None) -> int:
         n = self.num_tokens if num_tokens is None else num_tokens

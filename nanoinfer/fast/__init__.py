@@ -13,11 +13,15 @@ against the reference it replaces. The report says what was replaced and why: ``
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass
 
 import torch
 
+from nanoinfer.fast.cpu_packed import pack_model_weights, packing_available
+from nanoinfer.fast.cuda_graphs import CudaGraphRunner
+from nanoinfer.fast.small_ops_cpu import C_OPS, load_small_ops
 from nanoinfer.layers.activation import SiluAndMul, silu_and_mul
 from nanoinfer.layers.layernorm import RMSNorm, rms_norm
 from nanoinfer.layers.rotary_embedding import RotaryEmbedding, apply_rotary
@@ -55,11 +59,8 @@ def apply_fast_paths(runner) -> FastPaths:
     c, device, model = runner.config, runner.device, runner.model
     report = FastPaths()
     cuda, cpu32 = device.type == "cuda", device.type == "cpu" and runner.dtype == torch.float32
-    learner = {"5.1", "5.2"} & selected()
-    if learner:
+    if learner := {"5.1", "5.2"} & selected():
         report.add("learner's small ops", "", f"Exercise(s) {', '.join(sorted(learner))} selected: run as written")
-
-    from nanoinfer.fast.cpu_packed import pack_model_weights, packing_available
 
     if not (c.pack_cpu_weights and cpu32 and packing_available()):
         report.add("packed CPU weights", "", "pack_cpu_weights=False" if not c.pack_cpu_weights else
@@ -80,7 +81,7 @@ def apply_fast_paths(runner) -> FastPaths:
     if triton_sampler:
         from nanoinfer.fast.triton_interpreter import use_interpreter_on_cpu
 
-        use_interpreter_on_cpu(device)
+        use_interpreter_on_cpu(device)  # before the kernels' module is imported
         from nanoinfer.fast.sampler_triton import TritonSampler
 
         runner.sampler = TritonSampler(device, c.seed)
@@ -101,8 +102,6 @@ def apply_fast_paths(runner) -> FastPaths:
                    f"compile={c.compile}" if c.compile is not None else "compile=None: on for CUDA")
     else:
         report.add("torch.compile", "", "compile=False" if c.compile is False else "compile=None: off on a CPU")
-
-    from nanoinfer.fast.small_ops_cpu import C_OPS, load_small_ops
 
     if not (c.cpu_small_ops and cpu32 and not compile and load_small_ops() is not None):
         report.add("C small ops", "", "cpu_small_ops=False" if not c.cpu_small_ops else
@@ -137,23 +136,15 @@ def _fuse_attention_prologues(model) -> str:
 def capture_cuda_graphs(runner):
     """The runner's decode steps recorded as CUDA graphs (a CudaGraphRunner), or None where the device, the
     config or the attention backend rules them out; reported in ``runner.fast_paths``."""
-    c, why = runner.config, ""
-    if runner.device.type != "cuda":
-        why = "CUDA only"
-    elif c.enforce_eager:
-        why = "enforce_eager=True"
-    elif not runner.backend.supports_cuda_graphs:
-        why = f"the {runner.backend.name} backend plans each step on the host"
+    c, backend = runner.config, runner.backend
+    why = ("CUDA only" if runner.device.type != "cuda" else "enforce_eager=True" if c.enforce_eager else
+           "" if backend.supports_cuda_graphs else f"the {backend.name} backend plans each step on the host")
     if why:
         runner.fast_paths.add("CUDA graphs", "", why)
         return None
-    import time
-
-    from nanoinfer.fast.cuda_graphs import CudaGraphRunner
-
     t0 = time.perf_counter()
     max_batch = min(c.cuda_graph_max_batch_size or 512, c.max_num_seqs)
-    graphs = CudaGraphRunner(runner.model, runner.backend, runner.attention_layers[0].num_kv_heads,
+    graphs = CudaGraphRunner(runner.model, backend, runner.attention_layers[0].num_kv_heads,
                              runner.hf_config.hidden_size, max_batch, c.max_model_len, c.kvcache_block_size,
                              runner.device, runner.dtype)
     graphs.capture()

@@ -66,9 +66,8 @@ def _compile(compiler: list[str], source: Path, path: Path) -> str | None:
 
 
 def build_and_load(source: Path, what: str) -> ctypes.CDLL | None:
-    """The library built from ``source``, compiling it if the cache has none; None when it cannot be
-    built (with a warning naming ``what`` the first time: a marker file keeps later processes from
-    trying again). Callers cache the result."""
+    """The library built from ``source``, compiled if the cache has none; None when it cannot be built (a warning
+    names ``what`` the first time; a marker file keeps later processes from trying again). Callers cache it."""
     from nanoinfer.tools.convert import cache_dir
 
     compiler = shlex.split(os.environ.get("CC", "")) or [shutil.which("cc") or shutil.which("gcc") or ""]

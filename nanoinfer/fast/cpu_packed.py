@@ -1,17 +1,14 @@
 """Float32 matrix products on the CPU with weights packed once, at load time, by oneDNN.
 
-``F.linear(x, w)`` hands the GEMM library the weight as it is stored, [out, in]; the library copies it
-into its own tiled layout on every call. A decode step multiplies a few rows by every weight of the
-model, so that copy is repeated for all of them, each step, while the weights stream from memory.
-oneDNN can do the copy once (``_reorder_linear_weight``) and then multiply by the packed weight.
+``F.linear(x, w)`` hands the GEMM library the weight as stored, [out, in], and the library copies it into its
+tiled layout on every call: a decode step (a few rows times every weight) repeats that copy for every weight
+while the weights stream from memory. oneDNN can copy once (``_reorder_linear_weight``) and multiply by that.
 
 Measured on this project's 2-core Xeon, SmolLM2-135M's 30 layers (weights read from DRAM, not cache):
 8 rows 35 -> 27 ms, 12 rows 45 -> 31 ms, 32 rows 49 -> 43 ms; its LM head at 12 rows 16 -> 7 ms.
-At 1-3 rows the plain call is faster (it runs a matrix-vector kernel), and from ~512 rows (prefill)
-the copy is amortised over the product and both are equal, so those calls use the original weight,
-which is kept: the packed copy is an addition, not a replacement. So the weights take twice their memory
-(`pack_cpu_weights=False` for a model that only just fits), and a weight changed in place after loading
-needs ``pack_model_weights`` again.
+At 1-3 rows the plain call is faster (a matrix-vector kernel); from ~512 rows (prefill) the copy is amortised and
+both are equal. Those calls use the original weight, kept beside the packed copy: twice the weight memory
+(``pack_cpu_weights=False`` for a model that barely fits); a weight changed in place needs ``pack_model_weights``.
 """
 
 from __future__ import annotations
@@ -44,8 +41,7 @@ def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 
 def pack_model_weights(model: torch.nn.Module) -> int:
-    """Point every layer that multiplies with ``F.linear`` (linears, the LM head) at its packed weight;
-    returns how many now do."""
+    """Point every layer that multiplies with ``F.linear`` (linears, LM head) at its packed weight; how many."""
     count = 0
     for module in model.modules():
         packed = pack_weight(module.weight) if getattr(module, "op", None) is F.linear else None

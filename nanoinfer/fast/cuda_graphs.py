@@ -1,10 +1,9 @@
 """CUDA graphs for decode steps: record the model's kernel launches once per batch size, replay them.
 
-A decode step of a small model is hundreds of short kernels; launching them from Python costs more than
-running them. A CUDA graph records the launches once (at warm-up, for a ladder of batch sizes) and
-replays the whole sequence with one call. Replays need fixed shapes and fixed memory addresses, so every
-input lives in a static buffer, and a batch is padded up to the nearest captured size (``pick_cuda_graph``):
-padded rows write to slot -1 (skipped) and have a context length of 0.
+A decode step of a small model is hundreds of short kernels; launching them from Python costs more than running
+them. A CUDA graph records the launches once (at warm-up, for a ladder of batch sizes) and replays them with one
+call. Replays need fixed shapes and addresses: every input lives in a static buffer, and a batch is padded up to
+the nearest captured size (``pick_cuda_graph``), padding rows writing to slot -1 (skipped) with context length 0.
 """
 
 from __future__ import annotations
@@ -30,10 +29,8 @@ def pick_cuda_graph(batch_size: int, captured_sizes: list[int]) -> tuple[int, in
 
 def graph_batch_sizes(max_batch_size: int) -> list[int]:
     """1, 2, 4, 8, then every multiple of 16: padding stays under 16 slots, the number of graphs small."""
-    sizes = {s for s in (1, 2, 4, 8) if s <= max_batch_size}
-    sizes.update(range(16, max_batch_size + 1, 16))
-    sizes.add(max_batch_size)
-    return sorted(sizes)
+    sizes = {s for s in (1, 2, 4, 8, *range(16, max_batch_size + 1, 16)) if s <= max_batch_size}
+    return sorted(sizes | {max_batch_size})
 
 
 @dataclass
@@ -44,29 +41,23 @@ class GraphCoverage:
     replayed_rows: int = 0  # real rows in replayed steps
 
     def as_dict(self) -> dict:
-        return {
-            **self.__dict__,
-            "replayed_share": self.replayed_steps / self.decode_steps if self.decode_steps else 0.0,
-            "padding_share": self.padded_slots / (self.padded_slots + self.replayed_rows) if self.replayed_rows else 0.0,
-        }
+        replayed = self.replayed_steps / self.decode_steps if self.decode_steps else 0.0
+        padding = self.padded_slots / (self.padded_slots + self.replayed_rows) if self.replayed_rows else 0.0
+        return {**self.__dict__, "replayed_share": replayed, "padding_share": padding}
 
 
 class CudaGraphRunner:
     def __init__(self, model, backend, kv_heads: int, hidden_size: int, max_batch_size: int, max_model_len: int,
                  block_size: int, device: torch.device, dtype: torch.dtype) -> None:
-        self.model = model
-        self.backend = backend
-        self.kv_heads = kv_heads
+        self.model, self.backend, self.kv_heads = model, backend, kv_heads
         self.sizes = graph_batch_sizes(max_batch_size)
         self.max_batch_size = self.sizes[-1]
-        self.max_model_len = max_model_len
-        self.block_size = block_size
+        self.max_model_len, self.block_size = max_model_len, block_size
         self.pick = learner_code("3.3", pick_cuda_graph)
         self.coverage = GraphCoverage()
         n, width = self.max_batch_size, -(-max_model_len // block_size)
         with torch.device(device):
-            self.input_ids = torch.zeros(n, dtype=torch.int64)
-            self.positions = torch.zeros(n, dtype=torch.int64)
+            self.input_ids, self.positions = torch.zeros(n, dtype=torch.int64), torch.zeros(n, dtype=torch.int64)
             self.slot_mapping = torch.full((n,), -1, dtype=torch.int64)
             self.seq_lens = torch.zeros(n, dtype=torch.int32)
             self.block_tables = torch.zeros(n, width, dtype=torch.int32)
@@ -79,11 +70,10 @@ class CudaGraphRunner:
     def _metadata(self, size: int) -> AttentionMetadata:
         """Views of the static buffers for a graph of ``size`` rows. The context bound is max_model_len:
         a captured kernel must serve any length, so host-side sizes are the worst case."""
-        return AttentionMetadata(
-            is_decode=True, slot_mapping=self.slot_mapping[:size], query_start_loc=self.query_start_loc[: size + 1],
-            seq_lens=self.seq_lens[:size], block_tables=self.block_tables[:size], max_query_len=1,
-            max_seq_len=self.max_model_len, block_size=self.block_size,
-        )
+        return AttentionMetadata(is_decode=True, slot_mapping=self.slot_mapping[:size],
+                                 query_start_loc=self.query_start_loc[: size + 1], seq_lens=self.seq_lens[:size],
+                                 block_tables=self.block_tables[:size], max_query_len=1,
+                                 max_seq_len=self.max_model_len, block_size=self.block_size)
 
     @torch.inference_mode()
     def capture(self) -> None:
@@ -105,9 +95,8 @@ class CudaGraphRunner:
         torch.cuda.synchronize()
 
     def release(self) -> None:
-        """Destroy the captured graphs now, even if someone still holds this runner (a notebook reading
-        ``coverage``): a graph that captured NCCL calls keeps its communicator from being destroyed, and
-        the process group's teardown would wait for it forever. Coverage stays readable."""
+        """Destroy the graphs now, even if a notebook still holds this runner (``coverage`` stays readable): a
+        graph that captured NCCL calls keeps its communicator alive, and the group's teardown would hang."""
         for graph in self.graphs.values():
             graph.reset()
         self.graphs.clear()
@@ -124,18 +113,16 @@ class CudaGraphRunner:
         """Replay the smallest graph that holds this decode batch; return the hidden states of its rows."""
         batch = input_ids.shape[0]
         size, padding = self.pick(batch, self.sizes)
-        width = meta.block_tables.shape[1]
         self.input_ids[:batch] = input_ids
         self.positions[:batch] = positions
         self.slot_mapping[:batch] = meta.slot_mapping
         self.slot_mapping[batch:size] = -1
         self.seq_lens[:batch] = meta.seq_lens
         self.seq_lens[batch:size] = 0
-        self.block_tables[:batch, :width] = meta.block_tables
+        self.block_tables[:batch, : meta.block_tables.shape[1]] = meta.block_tables
         self.graphs[size].replay()
         comm_stats.add_volume(self.comm_volume[size])
-        c = self.coverage
-        c.replayed_steps += 1
-        c.replayed_rows += batch
-        c.padded_slots += padding
+        self.coverage.replayed_steps += 1
+        self.coverage.replayed_rows += batch
+        self.coverage.padded_slots += padding
         return self.outputs[:batch]

@@ -1,17 +1,15 @@
 """From the qkv projection's output to the KV cache in one Triton kernel (GPU): Qwen3's per-head RMSNorm of
 queries and keys, the rotary embedding, and the write of the new keys and values into their cache slots.
 
-Unfused these are six kernels per layer (two norms, the cos/sin lookup, two rotations, the cache write),
-each reading and writing the whole q or k. On an H200 the compiled rotation alone took 11.7 ms of a
-50 ms prefill step of 16,384 tokens (it reads the strided q/k views of the qkv output at ~0.6 TB/s),
-and the six together ~0.4 ms of a decode step at ~230 sequences. Here one program per token loads its
-heads once, normalises and rotates them in registers and writes q and k back in place (they stay views
-of the qkv output) and k and v to the cache.
+Unfused these are six kernels per layer (two norms, the cos/sin lookup, two rotations, the cache write), each
+reading and writing the whole q or k. On an H200 the compiled rotation alone took 11.7 ms of a 50 ms prefill
+step of 16,384 tokens (it reads the strided q/k views of the qkv output at ~0.6 TB/s), and the six together
+~0.4 ms of a decode step at ~230 sequences. Here one program per token loads its heads once, normalises and
+rotates them in registers and writes q and k back in place (views of the qkv output) and k and v to the cache.
 
-The rounding follows the reference ops (``rms_norm``, ``apply_rotary``) in 16-bit models: the norm's result
-is rounded to the model's dtype before its weight is applied and again after, cos and sin are rounded to it
-before they multiply; the rest is float32. nanoinfer/fast swaps this in only where the layers run the
-reference ops; a learner's own norm or rotary (Exercises 5.1, 5.2) runs as written.
+The rounding follows the reference ops (``rms_norm``, ``apply_rotary``) in 16-bit models: the norm's result is
+rounded to the model's dtype before its weight is applied and again after, cos and sin are rounded to it before
+they multiply; the rest is float32.
 """
 
 from __future__ import annotations
@@ -96,8 +94,7 @@ def qk_prologue(attention, qkv: torch.Tensor, positions: torch.Tensor, meta):
     store k and v in the layer's cache; return the q, k, v views ([tokens, heads, head_dim])."""
     heads, kv_heads, head_dim = attention.num_heads, attention.num_kv_heads, attention.head_dim
     assert qkv.stride(1) == 1 and qkv.shape[1] == (heads + 2 * kv_heads) * head_dim
-    cache = attention.attn
-    k_cache, v_cache = cache.k_cache, cache.v_cache
+    k_cache, v_cache = attention.attn.k_cache, attention.attn.v_cache
     assert k_cache.stride() == v_cache.stride() and k_cache.stride(-1) == 1
     table = attention.rotary_emb.cos_sin
     norm = attention.q_norm is not None

@@ -1,18 +1,17 @@
 """Gumbel-max sampling as two Triton kernels: the GPU's fast path for ``layers/sampler.py``.
 
-The reference (``gumbel_max_sample``) computes ``argmax(softmax(logits / T) / E)`` with E ~ Exp(1). Dividing by E and taking a
-softmax do not move the argmax once logs are taken, so the same token is ``argmax(logits / T - log E)``:
-no softmax, one pass over the row. Compiled from torch, the reference runs one program per row that
-walks the 150k-entry vocabulary four times (max, sum, sample, greedy); here each row is cut into chunks
-that run side by side, each finds its best entry, and a second kernel picks the best chunk per row.
-On an H200 at 256 rows: 447 us for the compiled reference (with its float32 copy of the logits), 88 us
+The reference (``gumbel_max_sample``) computes ``argmax(softmax(logits / T) / E)`` with E ~ Exp(1). Dividing
+by E and taking a softmax do not move the argmax once logs are taken, so the same token is
+``argmax(logits / T - log E)``: no softmax, one pass over the row. Compiled from torch, the reference runs one
+program per row that walks the 150k-entry vocabulary four times (max, sum, sample, greedy); here each row is
+cut into chunks that run side by side, each finds its best entry, and a second kernel picks the best chunk per
+row. On an H200 at 256 rows: 447 us for the compiled reference (with its float32 copy of the logits), 88 us
 here, launches included (record h200_sampler_seeded_vs_noise.json).
 
-The engine uses the seeded variant: the kernel makes each entry's noise from a per-row seed and the
-entry's column (a counter-based generator, Philox), instead of reading a [B, V] float32 tensor that a
-separate kernel wrote. Because an entry's noise depends only on its seed and column, tensor-parallel
-ranks can each sample their own shard of the vocabulary and compare one winner per row
-(``TritonSampler.sample_shards``) instead of gathering every rank's logits.
+The engine uses the seeded variant: the kernel makes each entry's noise from a per-row seed and the entry's column
+(a counter-based generator, Philox), instead of reading a [B, V] float32 tensor that a separate kernel wrote. As
+an entry's noise depends only on its seed and column, tensor-parallel ranks can each sample their own shard of the
+vocabulary and compare one winner per row (``TritonSampler.sample_shards``).
 """
 
 from __future__ import annotations
@@ -102,11 +101,9 @@ def gumbel_max_sample_triton(logits: torch.Tensor, temperatures: torch.Tensor, n
 
 def seeded_gumbel_max_triton(logits: torch.Tensor, temperatures: torch.Tensor, seeds: torch.Tensor,
                              first_col: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same draw with noise made inside the kernel from ``seeds`` ([B] int64, one per row) instead of
-    read from memory: column c of row b always gets the same noise, so a tensor-parallel rank that holds
-    columns [first_col, first_col + V) of the vocabulary draws its share of the same sample. Returns each
-    row's winning token id (counted from the whole vocabulary) and its score, logits / T - log E (or the
-    logit itself where T == 0), for comparing the shares' winners."""
+    """The same draw with the noise made in the kernel from ``seeds`` ([B] int64, one per row): a rank that
+    holds vocabulary columns [first_col, first_col + V) draws its share of the same sample. Returns each row's
+    winning token id (in the whole vocabulary) and its score, logits / T - log E (the logit where T == 0)."""
     return _sample(logits, temperatures, None, seeds.contiguous(), first_col)
 
 
@@ -144,8 +141,7 @@ class SeededDraw:
 
 
 def request_seed(seed: int, position: int) -> int:
-    """A seeded request's noise seed for the token at ``position``: the same whatever else is in the batch
-    (splitmix64 of the pair, kept to 63 bits)."""
+    """The noise seed of a seeded request's token at ``position``, whatever the batch (splitmix64, 63 bits)."""
     z = (seed * 0x9E3779B97F4A7C15 + position + 1) & 0xFFFFFFFFFFFFFFFF
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
@@ -153,21 +149,17 @@ def request_seed(seed: int, position: int) -> int:
 
 
 class TritonSampler(Sampler):
-    """The reference's draw with the noise made in the kernel from one seed per row (``SeededDraw``), so
-    that tensor-parallel ranks can each sample their shard of the vocabulary and compare one winner per row
-    (``sample_shards``): 16 bytes a row travel instead of a whole row of logits."""
+    """The reference's draw with the noise made in the kernel from one seed per row (``SeededDraw``); with
+    ``sample_shards``, 16 bytes a row travel between the ranks instead of a whole row of logits."""
 
     def __init__(self, device: torch.device, seed: int = 0) -> None:
         super().__init__(device, seed)
         self.seed_generator = torch.Generator().manual_seed(seed)  # the rows' seeds, drawn on the host
 
     def plan(self, params: list[SamplingParams], positions: list[int]) -> SeededDraw:
-        """The draw for rows with these settings whose next tokens go at ``positions`` (a seeded request's
-        rows get seeds of their own)."""
+        """The draw for these rows, whose next tokens go at ``positions`` (seeded requests get their own seeds)."""
         seeds = torch.randint(0, 2**63 - 1, (len(params),), generator=self.seed_generator).tolist()
-        for row, (p, position) in enumerate(zip(params, positions)):
-            if p.seed is not None:
-                seeds[row] = request_seed(p.seed, position)
+        seeds = [s if p.seed is None else request_seed(p.seed, pos) for s, p, pos in zip(seeds, params, positions)]
         return SeededDraw([p.temperature for p in params], seeds, [p.top_k for p in params],
                           [p.top_p for p in params])
 
@@ -185,9 +177,8 @@ class TritonSampler(Sampler):
         return gumbel_max_sample_triton(logits, temperatures, seeded_exponential_noise(seeds, logits.shape[1]))
 
     def sample_shards(self, lm_head, hidden: torch.Tensor, draw: SeededDraw) -> torch.Tensor:
-        """Every rank: the token ids of ``hidden``'s rows, each rank drawing the winner of its own
-        vocabulary rows of ``lm_head``; only the winners and their scores travel. The same tokens on every
-        rank, and the same as drawing from the joined logits."""
+        """Every rank: the token ids of ``hidden``'s rows, each rank drawing the winner of its own vocabulary
+        rows of ``lm_head``. The same tokens on every rank, and the same as drawing from the joined logits."""
         mine = offer(lm_head, hidden, *self.draw_tensors(draw))
         return mine[1].long() if lm_head.tp_size == 1 else best_offer(all_gather_stacked(mine))
 
@@ -204,9 +195,8 @@ def offer(lm_head, hidden: torch.Tensor, temperatures: torch.Tensor, seeds: torc
     float64 [2, rows] of (score, token id); token ids are exact in a float64, so one collective carries both."""
     own = max(0, min(lm_head.shard_size, lm_head.num_embeddings - lm_head.vocab_start))  # rows not padding
     if own == 0:  # a last shard of padding only offers nothing
-        nothing = torch.zeros(2, hidden.shape[0], dtype=torch.float64, device=hidden.device)
-        nothing[0] = float("-inf")
-        return nothing
+        scores = torch.full((hidden.shape[0],), float("-inf"), dtype=torch.float64, device=hidden.device)
+        return torch.stack([scores, torch.zeros_like(scores)])
     logits = lm_head.op(hidden, lm_head.weight, None)[:, :own]
     tokens, scores = seeded_gumbel_max_triton(logits, temperatures, seeds, first_col=lm_head.vocab_start)
     return torch.stack([scores.double(), tokens.double()])

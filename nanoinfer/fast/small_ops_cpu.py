@@ -1,10 +1,9 @@
 """RMSNorm, rotary and SiLU-and-multiply as C loops on the CPU (small_ops_cpu.c).
 
-What ``torch.compile`` does for these ops on a GPU, done by hand for the CPU, where compiling them did
-not pay (its guards and wrapper cost more per call than the fused loop saves). Each function here has
-the signature of the torch version it replaces and falls back to it for anything the C loop does not
-cover (another dtype, a layout it does not expect). nanoinfer/fast swaps them into a model's modules
-(``C_OPS``), but only where a module runs the reference op: a learner's exercise code stays.
+What ``torch.compile`` does for these ops on a GPU, done by hand for the CPU, where compiling them did not pay
+(its guards and wrapper cost more per call than the fused loop saves). Each function here has the signature of
+the torch version it replaces (``C_OPS``, swapped in by nanoinfer/fast) and falls back to it for anything the C
+loop does not cover (another dtype, a layout it does not expect).
 """
 
 from __future__ import annotations
@@ -34,9 +33,8 @@ def load_small_ops() -> ctypes.CDLL | None:
 
 
 def _row_groups(x: torch.Tensor) -> tuple[int, int] | None:
-    """(group_rows, group_stride) for the C loop: a contiguous x is one group of all its rows; a
-    [tokens, heads, dim] view whose heads are adjacent (Qwen3's q and k in the qkv output) is one group
-    per token. None for any other layout."""
+    """(group_rows, group_stride) for the C loop: one group of all rows for a contiguous x, one per token for a
+    [tokens, heads, dim] view with adjacent heads (Qwen3's q and k in the qkv output); None for other layouts."""
     if x.is_contiguous():
         return max(x.numel() // max(x.shape[-1], 1), 1), 0
     if x.dim() == 3 and x.stride(2) == 1 and x.stride(1) == x.shape[2]:
@@ -62,8 +60,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """``layers/rotary_embedding.py``'s ``apply_rotary``: x [tokens, heads, head_dim] (rows may be strided, as the q and k
-    views of the fused qkv output are); cos, sin [tokens, head_dim // 2]. Returns a contiguous tensor."""
+    """``layers/rotary_embedding.py``'s ``apply_rotary``: x [tokens, heads, head_dim] (rows may be strided, as the
+    q and k views of the fused qkv output are); cos, sin [tokens, head_dim // 2]. Returns a contiguous tensor."""
     lib = load_small_ops()
     tokens, heads, head_dim = x.shape if x.dim() == 3 else (None, None, None)
     if (lib is None or not float32_cpu(x, cos, sin) or tokens is None or head_dim % 2

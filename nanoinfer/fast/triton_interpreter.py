@@ -3,9 +3,8 @@
 Triton has no CPU backend: on a CPU its kernels run in its interpreter (NumPy), which is chosen when a
 kernel is defined, at its module's import. ``use_interpreter_on_cpu`` turns it on before the first one.
 
-Triton 3.6's interpreter turns a loop bound into an int with int(array), which NumPy >= 2.4 refuses for
-its one-element arrays, so every kernel loop whose bound is read at run time fails there
-(triton-lang/triton#9171, fixed upstream by #9172). Compiled GPU kernels are not concerned.
+Triton 3.6's interpreter turns a loop bound into an int with int(array), which NumPy >= 2.4 refuses: every kernel
+loop whose bound is read at run time fails there (triton-lang/triton#9171, fixed upstream by #9172).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ def _fix_interpreter_loop_bounds() -> None:
     from triton.runtime import interpreter
 
     original = getattr(interpreter, "_patch_lang_tensor", None)
-    if original is None or getattr(original, "fixes_loop_bounds", False):
+    if original is None or getattr(original, "fixes_loop_bounds", False) or not _int_of_array_fails():
         return
 
     def patch(tensor, scope):
@@ -53,9 +52,8 @@ def use_interpreter_on_cpu(device: torch.device) -> None:
         raise RuntimeError(f"Triton kernels run on a CPU in Triton's interpreter, but {compiled[0]} was imported "
                            "without it: start a new Python process, or set TRITON_INTERPRET=1 before importing it")
     os.environ["TRITON_INTERPRET"] = "1"
-    if _int_of_array_fails():
-        _fix_interpreter_loop_bounds()
+    _fix_interpreter_loop_bounds()
 
 
-if os.environ.get("TRITON_INTERPRET") == "1" and _int_of_array_fails():
+if os.environ.get("TRITON_INTERPRET") == "1":
     _fix_interpreter_loop_bounds()

@@ -15,9 +15,7 @@ import torch.distributed as dist
 
 @dataclass
 class CommStats:
-    """What this rank sent through collectives since the last reset (the "communication vs computation"
-    experiment reads these). Times are wall-clock around the call; on a GPU they include a synchronize
-    only when ``timed`` is on, so normal runs stay asynchronous."""
+    """What this rank sent through collectives since the last reset; with ``timed``, times include a GPU sync."""
 
     all_reduce_calls: int = 0
     all_reduce_bytes: int = 0
@@ -27,9 +25,7 @@ class CommStats:
     timed: bool = False
 
     def reset(self) -> None:
-        timed = self.timed
-        self.__init__()
-        self.timed = timed
+        self.__init__(timed=self.timed)
 
     def volume(self) -> tuple[int, int, int, int]:
         """Calls and bytes so far: (all-reduce calls, bytes, all-gather calls, bytes)."""
@@ -37,14 +33,11 @@ class CommStats:
 
     def add_volume(self, volume: tuple[int, int, int, int]) -> None:
         """Count collectives that ran without Python seeing them (a CUDA graph's replay)."""
-        self.all_reduce_calls += volume[0]
-        self.all_reduce_bytes += volume[1]
-        self.all_gather_calls += volume[2]
-        self.all_gather_bytes += volume[3]
+        self.all_reduce_calls, self.all_reduce_bytes, self.all_gather_calls, self.all_gather_bytes = (
+            mine + more for mine, more in zip(self.volume(), volume))
 
 
-_tp_rank = 0
-_tp_size = 1
+_tp_rank, _tp_size = 0, 1
 comm_stats = CommStats()
 _peer_all_reduce = None  # a PeerMemoryAllReduce when the GPUs can read each other's memory
 _sum_in_place = True  # row-parallel layers multiply into the peer-memory buffers (all_reduce_output)
@@ -101,8 +94,7 @@ def _timed(fn, x: torch.Tensor):
 
 
 def all_reduce(x: torch.Tensor) -> torch.Tensor:
-    """Sum ``x`` over the tensor-parallel ranks; returns the sum: ``x`` itself, summed in place, except
-    on the one-shot peer path (all_reduce="peer-oneshot"), which returns a new tensor."""
+    """Sum ``x`` over the ranks, in place (returns ``x``) except on the one-shot peer path (a new tensor)."""
     if _tp_size == 1:
         return x
     comm_stats.all_reduce_calls += 1
@@ -114,41 +106,35 @@ def all_reduce(x: torch.Tensor) -> torch.Tensor:
 
 
 def all_reduce_output(slot: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor | None:
-    """Where a row-parallel layer may write its partial sums so that ``all_reduce`` adds them up in place,
-    without copying them into and out of the peer-memory buffer: a view of shared buffer ``slot``, or None
-    (then compute into a fresh tensor) when the peer path is off or the tensor is too big. Consecutive
-    row-parallel layers use the two slots in turn: a result stays valid until the next-but-one such layer
-    runs, by which time the model has consumed it."""
+    """Where a row-parallel layer may write its partial sums for ``all_reduce`` to add up in place, with no copy
+    into and out of the peer-memory buffer: a view of shared buffer ``slot``, or None (compute into a fresh
+    tensor) when the peer path is off or the tensor too big. Consecutive row-parallel layers use the two slots
+    in turn: a result stays valid until the next-but-one such layer runs, by which time the model consumed it."""
     if _tp_size == 1 or _peer_all_reduce is None or not _sum_in_place:
         return None
     return _peer_all_reduce.output_slot(slot, shape, dtype)
 
 
-def all_gather_last_dim(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate every rank's ``x`` along the last dimension (used for the vocabulary-sharded logits)."""
-    if _tp_size == 1:
-        return x
+def _all_gather(x: torch.Tensor) -> list[torch.Tensor]:
     parts = [torch.empty_like(x) for _ in range(_tp_size)]
     comm_stats.all_gather_calls += 1
     comm_stats.all_gather_bytes += x.numel() * x.element_size() * _tp_size
     _timed(lambda: dist.all_gather(parts, x.contiguous()), x)
-    return torch.cat(parts, dim=-1)
+    return parts
+
+
+def all_gather_last_dim(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's ``x`` along the last dimension (used for the vocabulary-sharded logits)."""
+    return x if _tp_size == 1 else torch.cat(_all_gather(x), dim=-1)
 
 
 def all_gather_stacked(x: torch.Tensor) -> torch.Tensor:
     """Every rank's ``x`` stacked along a new first dimension (used for the sampled shards' winners)."""
-    if _tp_size == 1:
-        return x.unsqueeze(0)
-    parts = [torch.empty_like(x) for _ in range(_tp_size)]
-    comm_stats.all_gather_calls += 1
-    comm_stats.all_gather_bytes += x.numel() * x.element_size() * _tp_size
-    _timed(lambda: dist.all_gather(parts, x.contiguous()), x)
-    return torch.stack(parts)
+    return x.unsqueeze(0) if _tp_size == 1 else torch.stack(_all_gather(x))
 
 
 def broadcast_from_rank0(x: torch.Tensor) -> torch.Tensor:
     """Give every rank rank 0's ``x`` (in place; used for the previous step's sampled tokens)."""
-    if _tp_size == 1:
-        return x
-    _timed(lambda: dist.broadcast(x, src=0), x)
+    if _tp_size > 1:
+        _timed(lambda: dist.broadcast(x, src=0), x)
     return x

@@ -1,11 +1,11 @@
 """The peer-memory all-reduce (GPUs): small tensors summed through memory that every GPU of the group can
-read, instead of through an NCCL ring. A decode step's all-reduces are a few MB at most, and NCCL spends
-most of their time on latency, not bandwidth. Chosen by the ``all_reduce`` knob; comm.py routes to it."""
+read, instead of through an NCCL ring. Chosen by the ``all_reduce`` knob; comm.py routes to it."""
 
 from __future__ import annotations
 
 import math
 import warnings
+from contextlib import suppress
 
 import torch
 import torch.distributed as dist
@@ -15,25 +15,22 @@ from nanoinfer.parallel import comm
 from nanoinfer.parallel.comm import tp_rank, tp_size, use_peer_all_reduce
 
 _peer_tried_in_this_process = False
+_failed_peer_buffers: list = []  # see disable_peer_all_reduce
 
 
 class PeerMemoryAllReduce:
-    """All-reduce of small tensors through memory that every GPU of the group can read (PyTorch's
-    symmetric memory over NVLink): each rank's part is in a shared buffer (a row-parallel layer writes
-    it there directly, see ``output_slot``; other tensors are copied in and out), then a two-shot kernel
-    sums a slice per rank and gathers the slices, with no NCCL ring in between. A decode step's
-    all-reduces are a few MB at most and NCCL spends most of their time on latency, not bandwidth.
-    Larger tensors (prefill) and other dtypes still go through NCCL.
-
-    Unlike NCCL, its kernels cannot be aborted: if a rank dies, the others' GPUs wait inside it. The
-    engine therefore polls its step's completion and the workers' watchdog (``ParallelModelRunner``)."""
+    """PyTorch's symmetric memory over NVLink: each rank's part is in a shared buffer (a row-parallel layer
+    writes it there directly, see ``output_slot``; other tensors are copied in and out), then a two-shot
+    kernel sums a slice per rank and gathers the slices. A decode step's all-reduces are a few MB at most
+    and NCCL spends most of their time on latency, not bandwidth. Larger tensors (prefill) and other dtypes
+    still go through NCCL. Unlike NCCL, its kernels cannot be aborted: if a rank dies, the others' GPUs wait
+    inside it, so the engine polls its step's completion and the workers' watchdog (``ParallelModelRunner``)."""
 
     def __init__(self, device: torch.device, dtype: torch.dtype, max_bytes: int = 8 << 20) -> None:
         import torch.distributed._symmetric_memory as symm_mem
 
         self.group_name = dist.group.WORLD.group_name
-        # One buffer for tensors that are copied in and out, and two that row-parallel layers multiply
-        # straight into (``output_slot``), which saves both copies.
+        # One buffer for tensors copied in and out, two that row-parallel layers multiply into (no copies).
         self.buffer, *self.slots = (symm_mem.empty(max_bytes // dtype.itemsize, dtype=dtype, device=device)
                                     for _ in range(3))
         self._symm_mem = symm_mem
@@ -45,9 +42,8 @@ class PeerMemoryAllReduce:
             self._symm_mem.rendezvous(buffer, self.group_name)
 
     def accepts(self, x: torch.Tensor) -> bool:
-        nbytes = x.numel() * x.element_size()
         return (x.is_cuda and x.dtype == self.buffer.dtype and 0 < x.numel() <= self.buffer.numel()
-                and nbytes % 16 == 0 and x.is_contiguous())
+                and (x.numel() * x.element_size()) % 16 == 0 and x.is_contiguous())
 
     def output_slot(self, slot: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor | None:
         """A tensor of ``shape`` at the start of shared buffer ``slot`` (0 or 1), or None if it does not fit."""
@@ -67,8 +63,7 @@ class PeerMemoryAllReduce:
                     return total.view(x.shape)
                 torch.ops.symm_mem.two_shot_all_reduce_(slot[: x.numel()], "sum", self.group_name)
                 return x
-        part = self.buffer[: x.numel()]
-        part.copy_(x.view(-1))
+        part = self.buffer[: x.numel()].copy_(x.view(-1))
         torch.ops.symm_mem.two_shot_all_reduce_(part, "sum", self.group_name)
         return x.view(-1).copy_(part).view(x.shape)
 
@@ -80,22 +75,20 @@ def _all_ranks_agree(ok: bool, device: torch.device) -> bool:
 
 
 def enable_peer_all_reduce(device: torch.device, dtype: torch.dtype, choice: str = "auto") -> str:
-    """Use PeerMemoryAllReduce for small all-reduces if every rank can set it up and it sums correctly
-    (checked once, here); otherwise stay with NCCL. Every rank must call this. The ranks agree after each
-    stage (allocate, exchange handles, a probe sum), so that no rank waits in a stage another one left.
-    ``choice`` is the ``all_reduce`` knob: auto (peer memory where it works), nccl, peer-copy (peer memory, but row-parallel
-    outputs copied in and out) or peer-oneshot (those summed by a one-shot kernel: one barrier instead of
-    two, each rank reads all); the last two for comparison. Returns the path taken."""
+    """Use PeerMemoryAllReduce for small all-reduces if every rank can set it up and it sums correctly (checked
+    once, here), else stay with NCCL; returns the path taken. Every rank must call this: the ranks agree after
+    each stage (allocate, exchange handles, a probe sum), so that no rank waits in a stage another one left.
+    ``choice``: the ``all_reduce`` knob, auto (peer memory where it works), nccl, or for comparison peer-copy
+    (row-parallel outputs copied in and out), peer-oneshot (those summed one-shot: 1 barrier, each reads all)."""
     global _peer_tried_in_this_process
     use_peer_all_reduce(None)
     version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
     if choice == "nccl" or dtype not in (torch.bfloat16, torch.float16) or version < (2, 11):
         return "nccl"  # (older symmetric-memory APIs differ)
-    # A second engine in the same caller process (a notebook cell run twice): PyTorch's symmetric memory
-    # then waited 120 s in its rendezvous and failed (seen twice on H200 x2, torch 2.11), so rank 0 says
-    # no at once and every rank stays with NCCL. The ranks agree on that before any of them allocates:
-    # a worker must not allocate symmetric memory that rank 0 never will (an allocation may wait for
-    # every rank, and so may freeing it).
+    # A second engine in the same caller process (a notebook cell run twice): PyTorch's symmetric memory then
+    # waited 120 s in its rendezvous and failed (seen twice on H200 x2, torch 2.11), so rank 0 says no at once and
+    # every rank stays with NCCL. The ranks agree on that before any of them allocates: a worker must not allocate
+    # symmetric memory that rank 0 never will (an allocation may wait for every rank, and so may freeing it).
     if not _all_ranks_agree(not _peer_tried_in_this_process, device):
         if tp_rank() == 0:  # (the workers are new processes: the caller's notebook is the one to restart)
             warnings.warn("this process already tried to set up the peer-memory all-reduce for an earlier "
@@ -103,18 +96,15 @@ def enable_peer_all_reduce(device: torch.device, dtype: torch.dtype, choice: str
                           "(slower decode); start a new Python process (restart the kernel) for the faster path")
         return "nccl"
     candidate = None
-    try:
+    with suppress(Exception):
         candidate = PeerMemoryAllReduce(device, dtype)
-    except Exception:
-        pass
     if not _all_ranks_agree(candidate is not None, device):
         return "nccl"
     _peer_tried_in_this_process = True  # from the first rendezvous on, whatever its outcome
-    try:
+    exchanged = False
+    with suppress(Exception):
         candidate.rendezvous()
         exchanged = True
-    except Exception:
-        exchanged = False
     if not _all_ranks_agree(exchanged, device):
         return "nccl"
     # A known sum through the copy path and through each slot, summed in place (or one-shot).
@@ -135,9 +125,6 @@ def enable_peer_all_reduce(device: torch.device, dtype: torch.dtype, choice: str
     return "peer"
 
 
-_failed_peer_buffers: list = []
-
-
 def disable_peer_all_reduce(after_failure: bool = False) -> None:
     """Back to NCCL alone. After a rank died this GPU may be stuck in a peer-memory kernel, and
     unmapping the shared buffer would wait for it forever: then the buffer is kept until the process ends."""
@@ -154,6 +141,5 @@ def peer_buffer_kept() -> bool:
 def alternate_output_slots(model: torch.nn.Module) -> None:
     """Give the row-parallel layers, in the order they run (o_proj, down_proj, o_proj, ...), the two
     shared buffers in turn, counted alike on every rank (see ``comm.all_reduce_output``)."""
-    layers = [m for m in model.modules() if isinstance(m, RowParallelLinear)]
-    for i, layer in enumerate(layers):
+    for i, layer in enumerate([m for m in model.modules() if isinstance(m, RowParallelLinear)]):
         layer.output_slot = i % 2

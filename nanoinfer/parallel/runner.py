@@ -41,8 +41,7 @@ class ParallelModelRunner(ModelRunner):
             raise self.workers.explain(error) from error
 
     def synchronize(self, event: torch.cuda.Event) -> None:
-        """A dead rank can leave this GPU waiting forever inside a peer-memory all-reduce (it cannot be
-        aborted like NCCL): poll the step's event, and ask the watchdog in between."""
+        """Poll the step's event and the watchdog: a dead rank leaves a peer-memory all-reduce waiting forever."""
         while not event.query():
             self.workers.check()
             time.sleep(2e-5)

@@ -1,6 +1,5 @@
-"""Tensor-parallel worker processes: rank 0 lives in the caller's process and schedules; ranks 1..N-1
-are spawned here and each runs its shard of the model, serving the calls rank 0 sends through a pipe
-(runner.py) just before it runs them itself.
+"""Tensor-parallel worker processes: ranks 1..N-1 are spawned here, each runs its shard of the model and serves
+the calls that rank 0 (runner.py, in the caller's process) sends through a pipe just before it runs them itself.
 
 Processes never outlive the engine: ``shutdown`` (also at interpreter exit) stops them, each worker exits
 when its pipe closes, and on Linux the kernel kills a worker whose parent dies. A watchdog thread sees a
@@ -10,6 +9,7 @@ worker die and turns the stuck or failing collective into a clear error within s
 from __future__ import annotations
 
 import atexit
+import ctypes
 import faulthandler
 import os
 import signal
@@ -19,6 +19,7 @@ import threading
 import time
 import traceback
 import weakref
+from contextlib import suppress
 from datetime import timedelta
 from multiprocessing.connection import wait
 
@@ -45,19 +46,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """Linux: ask the kernel to kill this process when its parent dies, even by SIGKILL."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def init_rank(rank: int, size: int, port: int, device: torch.device, dtype: torch.dtype, timed: bool = False,
               all_reduce: str = "auto") -> None:
-    """Join the tensor-parallel group: NCCL between GPUs, gloo between CPU processes. On GPUs, small
-    all-reduces then go through peer memory where the GPUs allow it (peer_memory.py, the ``all_reduce``
-    knob)."""
+    """Join the tensor-parallel group: NCCL between GPUs, gloo between CPU processes. On GPUs, small all-reduces
+    then go through peer memory where the GPUs allow it (peer_memory.py, the ``all_reduce`` knob)."""
     set_tensor_parallel(rank, size)
     comm_stats.reset()
     comm_stats.timed = timed
@@ -82,11 +74,11 @@ def rank_device(device_type: str, rank: int) -> torch.device:
 
 def worker_main(rank: int, size: int, port: int, config, hf_config, model_dir, device_type: str, dtype, exercises,
                 conn) -> None:
-    """A worker's whole life: join the group, build its ModelRunner shard, then serve calls until told to
-    stop or until the pipe to rank 0 closes. ``exercises``: the ones rank 0 runs the learner's code for;
-    the worker selects the same ones. (It imports the learner's modules afresh from disk: a notebook that
-    has not reloaded an edited module runs the old code on rank 0.)"""
-    _die_with_parent()
+    """A worker's whole life: join the group, build its ModelRunner shard, then serve calls until told to stop
+    or until the pipe to rank 0 closes. ``exercises``: those rank 0 runs the learner's code for, imported here
+    afresh from disk (a notebook that has not reloaded an edited module runs the old code on rank 0 only)."""
+    if sys.platform.startswith("linux"):  # the kernel kills this process when its parent dies, even by SIGKILL
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints where a stuck rank is, to the caller's stderr
         faulthandler.register(signal.SIGUSR1, all_threads=True)
     conn.send(("spawned", None))
@@ -111,10 +103,8 @@ def worker_main(rank: int, size: int, port: int, config, hf_config, model_dir, d
             if reply:
                 conn.send(("ok", result))
     except BaseException:  # report, then exit: rank 0's collectives fail as this process's sockets close
-        try:
+        with suppress(Exception):
             conn.send(("error", traceback.format_exc()))
-        except Exception:
-            pass
         os._exit(1)
     os._exit(0)
 
@@ -123,8 +113,7 @@ class WorkerGroup:
     """Ranks 1..size-1 of one engine. Creating it also makes the calling process rank 0 of the group."""
 
     def __init__(self, config, hf_config, model_dir, device: torch.device, dtype: torch.dtype) -> None:
-        size = config.tensor_parallel_size
-        self.size = size
+        self.size = size = config.tensor_parallel_size
         self.closed = False
         self.failure: str | None = None
         self._threads = torch.get_num_threads()  # rank 0 shares the cores while the group lives
@@ -133,9 +122,8 @@ class WorkerGroup:
         self.conns, self.procs = [], []
         for rank in range(1, size):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=worker_main, name=f"nanoinfer-tp{rank}", daemon=True,
-                               args=(rank, size, port, config, hf_config, model_dir, device.type, dtype,
-                                     sorted(selected()), child))
+            args = (rank, size, port, config, hf_config, model_dir, device.type, dtype, sorted(selected()), child)
+            proc = ctx.Process(target=worker_main, name=f"nanoinfer-tp{rank}", daemon=True, args=args)
             proc.start()
             child.close()
             self.conns.append(parent)
@@ -151,26 +139,20 @@ class WorkerGroup:
         except BaseException:
             self.shutdown()
             raise
-        self._watchdog = threading.Thread(target=self._watch, name="nanoinfer-tp-watchdog", daemon=True)
-        self._watchdog.start()
+        threading.Thread(target=self._watch, name="nanoinfer-tp-watchdog", daemon=True).start()
 
     def _await_spawned(self, rank: int, conn, timeout: float = 300.0) -> None:
         """Wait until a new worker has started Python and unpickled its arguments."""
         proc = self.procs[rank - 1]
         if wait([conn, proc.sentinel], timeout=timeout) and conn.poll():
-            try:
+            with suppress(EOFError):  # it died before saying anything
                 if conn.recv()[0] == "spawned":
                     return
-            except EOFError:  # it died before saying anything
-                pass
         proc.join(timeout=5)
-        hint = ""
-        if proc.exitcode == 1:
-            hint = ("; if this runs from a script, create the LLM under `if __name__ == '__main__':` (workers are "
-                    "spawned processes and import the main module again)")
+        hint = ("; if this runs from a script, create the LLM under `if __name__ == '__main__':` (workers are "
+                "spawned processes and import the main module again)") if proc.exitcode == 1 else ""
         raise WorkerDied(f"tensor-parallel rank {rank} exited during start-up (exit code {proc.exitcode}){hint}")
 
-    # ---- calls ---------------------------------------------------------------------------------
     def call(self, method: str, *args, reply: bool = False) -> None:
         """Start ``method(*args)`` on every worker (rank 0 runs it itself right after)."""
         self.check()
@@ -195,10 +177,8 @@ class WorkerGroup:
             raise WorkerDied(self.failure)
         return payload
 
-    # ---- failure handling ----------------------------------------------------------------------
     def _watch(self) -> None:
-        """Wait on the workers' process handles; if one dies while the group is live, record why and
-        abort the process group so that rank 0's collective raises instead of waiting."""
+        """If a worker dies while the group is live: record why, and abort NCCL so rank 0's collective raises."""
         sentinels = {p.sentinel: (rank, p) for rank, p in enumerate(self.procs, start=1)}
         ready = wait(list(sentinels))
         if self.closed:
@@ -211,10 +191,8 @@ class WorkerGroup:
         abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
         if (abort is not None and dist.is_initialized() and dist.get_backend() == "nccl"
                 and not peer_all_reduce_enabled()):
-            try:
+            with suppress(Exception):
                 abort()
-            except Exception:
-                pass
 
     def check(self) -> None:
         """Raise WorkerDied if a worker has failed (the watchdog records it) or the group was shut down."""
@@ -227,9 +205,8 @@ class WorkerGroup:
         proc = self.procs[rank - 1]
         proc.join(timeout=5)
         self.failure = self.failure or f"tensor-parallel rank {rank} (pid {proc.pid}) died with exit code {proc.exitcode}"
-        failure = self.failure
         self.shutdown()
-        raise WorkerDied(failure)
+        raise WorkerDied(self.failure)
 
     def explain(self, error: BaseException) -> BaseException:
         """Turn an error out of a collective into the worker failure that caused it, if any. The socket
@@ -237,32 +214,26 @@ class WorkerGroup:
         deadline = time.monotonic() + 3.0
         while self.failure is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        if self.failure:
-            failure = self.failure
-            self.shutdown()
-            return WorkerDied(failure)
-        return error
+        if self.failure is None:
+            return error
+        self.shutdown()
+        return WorkerDied(self.failure)
 
     def shutdown(self) -> None:
-        """Every rank tears the group down at the same time (NCCL's teardown waits for its peers), then
-        the workers exit. After a failure on GPUs the NCCL group is left as it is (a teardown would wait
-        for the dead rank): create the next engine in a new process."""
+        """All ranks tear the group down together (NCCL's teardown waits for its peers), then the workers exit.
+        After a GPU failure the NCCL group stays (a teardown would wait for the dead rank): use a new process."""
         if self.closed:
             return
         self.closed = True
         if dist.is_initialized():
             if self.failure is None:
                 for conn in self.conns:
-                    try:
+                    with suppress(Exception):
                         conn.send(("shutdown", (), False))
-                    except Exception:
-                        pass
             disable_peer_all_reduce(after_failure=self.failure is not None)
             if self.failure is None or dist.get_backend() != "nccl":  # gloo's teardown never waits
-                try:
+                with suppress(Exception):
                     dist.destroy_process_group()
-                except Exception:
-                    pass
             elif peer_buffer_kept():  # this GPU never leaves that kernel: CUDA's teardown at exit would wait
                 atexit.register(_exit_without_gpu_teardown)
         self._finalizer()
@@ -273,22 +244,18 @@ class WorkerGroup:
 
 
 def _exit_without_gpu_teardown() -> None:
-    """At interpreter exit after a rank died while the peer-memory all-reduce was on: end the process at
-    once (exit status 1, later atexit handlers skipped) instead of waiting for a kernel that waits for the
-    dead rank."""
-    print("nanoinfer: a tensor-parallel rank died; exiting without GPU teardown", file=sys.stderr)
+    """At exit after a rank died with the peer-memory all-reduce on: end the process at once (status 1, later
+    atexit handlers skipped) instead of waiting for a kernel that waits for the dead rank."""
     sys.stdout.flush()
-    sys.stderr.flush()
+    print("nanoinfer: a tensor-parallel rank died; exiting without GPU teardown", file=sys.stderr, flush=True)
     os._exit(1)
 
 
 def _stop(conns, procs) -> None:
     """Stop every worker: ask politely, then terminate, then kill. Safe to call twice."""
     for conn in conns:
-        try:
+        with suppress(Exception):
             conn.send(("shutdown", (), False))
-        except Exception:
-            pass
     for proc in procs:
         proc.join(timeout=5)
         if proc.is_alive():

@@ -5,13 +5,11 @@
     python -m nanoinfer.bench --workload rag_qa --peer none
     python -m nanoinfer.bench --model qwen3-0.6b --peer transformers --peer-requests 64
 
-Requests are random token ids with ``ignore_eos``, so every request produces exactly its requested
-tokens. Two throughputs are reported per engine: *requested* tokens per second (what a user receives)
-and *generated* tokens per second (everything the engine decoded: transformers' padded ``generate``
-and its ``generate_batch`` run each batch to the longest request, so they decode more than asked).
-Both ratios are printed; the one on generated tokens credits the peer for its extra tokens. The memory roofline is the fastest any
-engine could decode this workload on this machine: every decode step reads the weights once and every
-sequence's keys and values once, at the copy bandwidth measured here.
+Requests are random token ids with ``ignore_eos``, so every request produces exactly its requested tokens. Two
+throughputs are reported per engine: *requested* tokens per second (what a user receives) and *generated* tokens
+per second (all the engine decoded: transformers runs each batch to its longest request); the ratio on generated
+tokens credits the peer for its extra tokens. The memory roofline (``roofline``) is the fastest any engine could
+decode this workload on this machine, at the copy bandwidth measured here.
 """
 
 from __future__ import annotations
@@ -21,9 +19,13 @@ import json
 import platform
 import random
 import time
-from dataclasses import asdict, dataclass
+from contextlib import suppress
+from dataclasses import asdict, dataclass, replace
 
 import torch
+
+from nanoinfer import LLM, SamplingParams
+from nanoinfer.tools.shapes import shape_config
 
 
 @dataclass
@@ -66,8 +68,7 @@ def random_workload(num_requests: int, prompt_range: tuple[int, int], output_ran
     for _ in range(num_requests):
         n = rng.randint(*prompt_range)
         prompts.append(prefix[:n] + [rng.randrange(vocab_size) for _ in range(n - min(n, shared_prefix))])
-    outputs = [rng.randint(*output_range) for _ in range(num_requests)]
-    return Workload(name, prompts, outputs, temperature)
+    return Workload(name, prompts, [rng.randint(*output_range) for _ in range(num_requests)], temperature)
 
 
 def named_workload(name: str, vocab_size: int, seed: int = 0, num_requests: int | None = None) -> Workload:
@@ -99,8 +100,6 @@ def _sync(device: torch.device) -> None:
 
 
 def run_nanoinfer(llm, workload: Workload) -> Result:
-    from nanoinfer import SamplingParams
-
     # No per-request seeds: a seeded request draws its noise from its own generator, one launch per row.
     params = [SamplingParams(temperature=workload.temperature, max_tokens=n, ignore_eos=True)
               for n in workload.output_lens]
@@ -120,8 +119,6 @@ def _hf_model(model_dir: str | None, shape: str | None, dtype: torch.dtype, devi
     if model_dir is not None:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=attn)
     else:  # a named shape: transformers' own random initialisation, same architecture and size
-        from nanoinfer.tools.shapes import shape_config
-
         config = shape_config(shape)
         config._attn_implementation = attn
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
@@ -129,15 +126,13 @@ def _hf_model(model_dir: str | None, shape: str | None, dtype: torch.dtype, devi
 
 
 def run_transformers_generate(model, workload: Workload, batch_size: int, device: torch.device) -> Result:
-    """transformers' padded ``generate``: batches of ``batch_size`` in workload order, left-padded, each
-    batch run to its longest requested output."""
-    pad = 0
+    """transformers' padded ``generate``: ``batch_size`` requests at a time, left-padded, to the longest output."""
 
     def run_batch(prompts, max_new):
         width = max(len(p) for p in prompts)
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+        ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=device)  # 0: padding
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        kwargs = dict(do_sample=workload.temperature > 0, pad_token_id=pad)
+        kwargs = dict(do_sample=workload.temperature > 0, pad_token_id=0)
         if workload.temperature > 0:
             kwargs.update(temperature=workload.temperature, top_k=0, top_p=1.0)
         with torch.inference_mode():
@@ -157,31 +152,27 @@ def run_transformers_generate(model, workload: Workload, batch_size: int, device
 
 
 def run_transformers_generate_batch(model, workload: Workload, device: torch.device) -> Result:
-    """transformers' continuous batching (``generate_batch``, paged attention). It takes one generation
-    config for all requests, so every request runs to the longest requested length."""
+    """transformers' paged continuous batching (``generate_batch``): one config, so all run to the longest."""
     from transformers import GenerationConfig
 
     config = GenerationConfig(max_new_tokens=max(workload.output_lens), min_new_tokens=max(workload.output_lens),
                               do_sample=workload.temperature > 0, temperature=workload.temperature or None,
                               top_k=0, top_p=1.0, eos_token_id=-1, pad_token_id=0)
-    model.generate_batch(inputs=[[1, 2, 3]], generation_config=GenerationConfig(max_new_tokens=2, eos_token_id=-1,
-                                                                                 pad_token_id=0),
-                         progress_bar=False)  # warm-up
+    warm_up = GenerationConfig(max_new_tokens=2, eos_token_id=-1, pad_token_id=0)
+    model.generate_batch(inputs=[[1, 2, 3]], generation_config=warm_up, progress_bar=False)
     _sync(device)
     t0 = time.perf_counter()
     outputs = model.generate_batch(inputs=workload.prompts, generation_config=config, progress_bar=False)
     _sync(device)
     seconds = time.perf_counter() - t0
-    generated = sum(len(o.generated_tokens) for o in outputs.values())
-    return Result("transformers generate_batch (paged)", seconds, workload.num_output_tokens, generated,
-                  len(workload.prompts))
+    return Result("transformers generate_batch (paged)", seconds, workload.num_output_tokens,
+                  sum(len(o.generated_tokens) for o in outputs.values()), len(workload.prompts))
 
 
 def copy_bandwidth(device: torch.device, nbytes: int = 1 << 30) -> float:
     """Bytes per second of a large copy, counting bytes read plus bytes written."""
     a = torch.empty(nbytes // 2, dtype=torch.uint8, device=device).fill_(1)
-    b = torch.empty_like(a)
-    b.copy_(a)
+    b = a.clone()  # a first copy, not timed
     _sync(device)
     t0 = time.perf_counter()
     for _ in range(5):
@@ -194,8 +185,7 @@ def roofline(llm, workload: Workload, bandwidth: float) -> dict:
     """The memory floor of decoding this workload: weights once per decode step (as many steps as the
     longest output, all requests running together) plus each sequence's KV cache once per token."""
     report = llm.engine.memory_report()
-    weights = report["weights_bytes"]
-    per_token = report["kv_bytes_per_token"]
+    weights, per_token = report["weights_bytes"], report["kv_bytes_per_token"]
     kv = sum((n * len(p) + n * (n - 1) // 2) * per_token for p, n in zip(workload.prompts, workload.output_lens))
     steps = max(workload.output_lens)
     seconds = (steps * weights + kv) / bandwidth
@@ -203,50 +193,35 @@ def roofline(llm, workload: Workload, bandwidth: float) -> dict:
             "floor_seconds": seconds, "tokens_per_s": workload.num_output_tokens / seconds}
 
 
-def print_table(results: list[Result]) -> None:
-    print(f"\n{'engine':<40} {'requests':>8} {'seconds':>8} {'requested/s':>12} {'generated/s':>12}")
-    for r in results:
-        print(f"{r.engine:<40} {r.num_requests:8d} {r.seconds:8.2f} {r.requested_per_s:12.1f} {r.generated_per_s:12.1f}")
-
-
 def environment() -> dict:
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
     env = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "python": platform.python_version(),
-           "threads": torch.get_num_threads()}
-    env["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else (platform.processor() or
-                                                                                      platform.machine())
-    try:
+           "threads": torch.get_num_threads(), "device": device}
+    with suppress(ImportError):
         import transformers
 
         env["transformers"] = transformers.__version__
-    except ImportError:
-        pass
     return env
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None,
-                   help="a Hugging Face directory or a named shape with random weights (qwen3-0.6b, qwen3-8b, "
-                        "llama-3.2-1b, ...); default: the embedded SmolLM2")
-    p.add_argument("--workload", choices=sorted(WORKLOADS), default=None,
-                   help="default: nano-vllm on a GPU, cpu-mixed on a CPU")
-    p.add_argument("--num-requests", type=int, default=None)
+    p.add_argument("--model", help="a Hugging Face directory or a named shape with random weights (qwen3-0.6b, "
+                                   "qwen3-8b, llama-3.2-1b, ...); default: the embedded SmolLM2")
+    p.add_argument("--workload", choices=sorted(WORKLOADS), help="default: nano-vllm on a GPU, cpu-mixed on a CPU")
+    p.add_argument("--num-requests", type=int), p.add_argument("--temperature", type=float)
     p.add_argument("--min-prompt", type=int), p.add_argument("--max-prompt", type=int)
     p.add_argument("--min-output", type=int), p.add_argument("--max-output", type=int)
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", default="auto")
+    p.add_argument("--seed", type=int, default=0), p.add_argument("--dtype", default="auto")
     p.add_argument("--peer", choices=["transformers", "none"], default="transformers")
     p.add_argument("--peer-requests", type=int, default=None,
                    help="run the peer (and a second nanoinfer run) on the workload's first N requests only")
     p.add_argument("--peer-batch-size", type=int, default=None, help="padded generate's batch (default: all)")
-    p.add_argument("--max-num-seqs", type=int, default=512)
+    p.add_argument("--max-num-seqs", type=int, default=512), p.add_argument("--max-model-len", type=int)
     p.add_argument("--max-num-batched-tokens", type=int, default=16384)
-    p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--block-size", type=int, default=None, help="KV block size (default 16; 256 for flash_attn)")
     p.add_argument("--tensor-parallel-size", type=int, default=1)
-    p.add_argument("--enforce-eager", action="store_true")
-    p.add_argument("--attention-backend", default="auto")
+    p.add_argument("--enforce-eager", action="store_true"), p.add_argument("--attention-backend", default="auto")
     p.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
                    help="launch step N+1 before step N's tokens reach the host (default: on for CUDA)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -255,8 +230,6 @@ def main(argv: list[str] | None = None) -> dict:
                    help="GPU: q/k norms, rotary and the KV-cache write as one Triton kernel per layer")
     p.add_argument("--json-out", default=None, help="also write the JSON record to this file")
     args = p.parse_args(argv)
-
-    from nanoinfer import LLM
 
     gpu = torch.cuda.is_available()
     name = args.workload or ("nano-vllm" if gpu else "cpu-mixed")
@@ -289,8 +262,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     results = [run_nanoinfer(llm, workload)]
     phases = llm.engine.metrics.summary()
-    timeline = llm.step_timeline()
-    host = timeline.groupby("phase")[["schedule_s", "model_s", "postprocess_s"]].mean() * 1e3
+    host = llm.step_timeline().groupby("phase")[["schedule_s", "model_s", "postprocess_s"]].mean() * 1e3
     print("mean ms per step (schedule / model incl. prepare and sampling / postprocess):\n" + host.round(3).to_string())
     graphs = llm.model_runner.graphs
     print("nanoinfer phases: " + ", ".join(f"{k} {v['steps']} steps {v['seconds']:.2f} s ({v['tokens_per_s']:.0f} tok/s)"
@@ -305,9 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     peer_workload = workload if args.peer_requests is None else workload.head(args.peer_requests)
     if args.peer_requests is not None:
-        sliced = run_nanoinfer(llm, peer_workload)
-        sliced.engine = f"nanoinfer (first {args.peer_requests})"
-        results.append(sliced)
+        results.append(replace(run_nanoinfer(llm, peer_workload), engine=f"nanoinfer (first {args.peer_requests})"))
     model_dir = str(llm.engine.model_dir) if llm.engine.model_dir else None
     dtype, device = llm.engine.dtype, llm.engine.device
     record = {"workload": {"name": workload.name, "requests": len(workload.prompts),
@@ -318,9 +288,7 @@ def main(argv: list[str] | None = None) -> dict:
     llm.shutdown()  # give the card back to the peer
     del llm
     if args.peer == "transformers":
-        peers = [("paged|sdpa", "generate_batch")] if gpu else []
-        peers.append(("sdpa", "generate"))
-        for attn, api in peers:
+        for attn, api in ([("paged|sdpa", "generate_batch")] if gpu else []) + [("sdpa", "generate")]:
             try:
                 model = _hf_model(model_dir, args.model, dtype, device, attn)
                 if api == "generate_batch":
@@ -329,11 +297,12 @@ def main(argv: list[str] | None = None) -> dict:
                     batch = args.peer_batch_size or len(peer_workload.prompts)
                     results.append(run_transformers_generate(model, peer_workload, batch, device))
                 del model
-                if gpu:
-                    torch.cuda.empty_cache()
+                torch.cuda.empty_cache()  # (nothing to do without CUDA)
             except Exception as e:  # a peer that fails is reported, not fatal
                 print(f"transformers {api} failed: {type(e).__name__}: {e}")
-    print_table(results)
+    print(f"\n{'engine':<40} {'requests':>8} {'seconds':>8} {'requested/s':>12} {'generated/s':>12}")
+    for r in results:
+        print(f"{r.engine:<40} {r.num_requests:8d} {r.seconds:8.2f} {r.requested_per_s:12.1f} {r.generated_per_s:12.1f}")
     record["results"] = [{**asdict(r), "requested_per_s": r.requested_per_s, "generated_per_s": r.generated_per_s}
                          for r in results]
     ours = results[1] if args.peer_requests is not None else results[0]

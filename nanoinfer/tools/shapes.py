@@ -6,19 +6,15 @@ outputs are noise; the time per token is the real model's). Shapes follow the pu
 
 from __future__ import annotations
 
+_QWEN3 = dict(architectures=["Qwen3ForCausalLM"], model_type="qwen3", num_key_value_heads=8, head_dim=128,
+              vocab_size=151936, rope_theta=1_000_000.0, max_position_embeddings=40960, rms_norm_eps=1e-6)
 SHAPES: dict[str, dict] = {
-    "qwen3-0.6b": dict(architectures=["Qwen3ForCausalLM"], model_type="qwen3", hidden_size=1024,
-                       intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
-                       head_dim=128, vocab_size=151936, tie_word_embeddings=True, rope_theta=1_000_000.0,
-                       max_position_embeddings=40960, rms_norm_eps=1e-6),
-    "qwen3-1.7b": dict(architectures=["Qwen3ForCausalLM"], model_type="qwen3", hidden_size=2048,
-                       intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
-                       head_dim=128, vocab_size=151936, tie_word_embeddings=True, rope_theta=1_000_000.0,
-                       max_position_embeddings=40960, rms_norm_eps=1e-6),
-    "qwen3-8b": dict(architectures=["Qwen3ForCausalLM"], model_type="qwen3", hidden_size=4096,
-                     intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8,
-                     head_dim=128, vocab_size=151936, tie_word_embeddings=False, rope_theta=1_000_000.0,
-                     max_position_embeddings=40960, rms_norm_eps=1e-6),
+    "qwen3-0.6b": dict(_QWEN3, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+                       num_attention_heads=16, tie_word_embeddings=True),
+    "qwen3-1.7b": dict(_QWEN3, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
+                       num_attention_heads=16, tie_word_embeddings=True),
+    "qwen3-8b": dict(_QWEN3, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
+                     num_attention_heads=32, tie_word_embeddings=False),
     "llama-3.2-1b": dict(architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=2048,
                          intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
                          head_dim=64, vocab_size=128256, tie_word_embeddings=True, max_position_embeddings=131072,
@@ -38,5 +34,4 @@ def shape_config(name: str):
 
     spec = dict(SHAPES[name])
     model_type = spec.pop("model_type")
-    config = AutoConfig.for_model(model_type, **spec)
-    return config
+    return AutoConfig.for_model(model_type, **spec)

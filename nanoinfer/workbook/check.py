@@ -2,9 +2,7 @@
 
 From a shell::
 
-    python -m nanoinfer.check 2.3          # or: make check EX=2.3
-    python -m nanoinfer.check 2.1 2.2      # several; "all" checks every exercise
-    python -m nanoinfer.check 2.3 -v       # also show pytest's full tracebacks
+    python -m nanoinfer.check 2.3 2.4      # or: make check EX=2.3; "all" checks every exercise; -v: tracebacks
     python -m nanoinfer.check 2.3 --solutions   # the same tests against the reference solutions
 
 From a notebook::
@@ -13,10 +11,9 @@ From a notebook::
     if check("2.3"):          # prints the report, returns True when every test passes
         ...
 
-The tests live in ``tests/exercise_checks/test_ex<major>_<minor>.py``. They take the code under test from the
-``impl`` fixture, which reads ``NANOINFER_CHECK_TARGET`` (``exercises`` here, ``solutions`` by default).
-Tests that build an engine run your code inside it (``nanoinfer.use_exercises``) and the reference
-solutions for every other exercise.
+The tests live in ``tests/exercise_checks/test_ex<major>_<minor>.py`` and take the code under test from the
+``impl`` fixture (see ``TARGET_ENV``). Tests that build an engine run your code inside it
+(``nanoinfer.use_exercises``) and the reference solutions for every other exercise.
 """
 
 from __future__ import annotations
@@ -37,14 +34,12 @@ from nanoinfer.workbook.registry import EXERCISES, check_ids, sort_key
 ROOT = Path(__file__).resolve().parents[2]
 TEST_DIR = ROOT / "tests" / "exercise_checks"
 TARGET_ENV = "NANOINFER_CHECK_TARGET"  # what the tests check: "exercises" here, "solutions" by default
-# tests/exercise_checks/conftest.py turns a NotImplementedError into a skip whose reason starts with this
-NOT_DONE = "not done yet: "
+NOT_DONE = "not done yet: "  # tests/exercise_checks/conftest.py's skip reason for a NotImplementedError
 TEST_TIMEOUT_S = 120  # per test: a scheduler that never finishes should fail, not hang
 
 
 def test_file(ex_id: str) -> Path:
-    major, minor = ex_id.split(".")
-    return TEST_DIR / f"test_ex{major}_{minor}.py"
+    return TEST_DIR / f"test_ex{ex_id.replace('.', '_')}.py"
 
 
 def _resolve_ids(ids) -> list[str]:
@@ -91,9 +86,8 @@ class _Collector:
     def pytest_collectreport(self, report) -> None:
         if report.failed:
             ex_id = self._ex_id(report.fspath) if report.fspath else None
-            text = str(report.longrepr)
             for rep in self.reports.values() if ex_id is None else [self.reports[ex_id]]:
-                rep.error = _tail(text, 12)
+                rep.error = _tail(str(report.longrepr), 12)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item) -> None:
@@ -113,23 +107,19 @@ class _Collector:
         ex_id = self._ex_id(report.fspath) if report.fspath else None
         if ex_id is None:
             ex_id = next((i for f, i in self.file_to_id.items() if report.nodeid.split("::")[0] in f), None)
-        if ex_id is None:
+        if ex_id is None or not (report.when == "call" or (report.when == "setup" and not report.passed)):
             return
-        rep = self.reports[ex_id]
         name = self._names.get(report.nodeid, report.nodeid.split("::")[-1])
-        if report.when == "call" or (report.when == "setup" and not report.passed):
-            if report.passed:
-                rep.results.append(Result(name, "passed"))
-            elif report.skipped:
-                reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-                reason = reason.removeprefix("Skipped: ")
-                if reason.startswith(NOT_DONE):
-                    rep.results.append(Result(name, "failed", reason.removeprefix(NOT_DONE), True))
-                else:
-                    rep.results.append(Result(name, "skipped", reason))
-            else:
-                message, not_impl = _failure_message(report)
-                rep.results.append(Result(name, "failed", message, not_impl))
+        if report.passed:
+            result = Result(name, "passed")
+        elif report.skipped:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            reason = reason.removeprefix("Skipped: ")
+            not_done = reason.startswith(NOT_DONE)  # a NotImplementedError (see NOT_DONE)
+            result = Result(name, "failed" if not_done else "skipped", reason.removeprefix(NOT_DONE), not_done)
+        else:
+            result = Result(name, "failed", *_failure_message(report))
+        self.reports[ex_id].results.append(result)
 
 
 def _tail(text: str, lines: int) -> str:
@@ -137,11 +127,9 @@ def _tail(text: str, lines: int) -> str:
 
 
 def _failure_message(report) -> tuple[str, bool]:
-    """The message of a failed test without traceback or pytest's diff, plus Hypothesis's failing example;
-    and whether the failure is a NotImplementedError."""
+    """(message, not_implemented) of a failed test: no traceback or diff, Hypothesis's failing example kept."""
     crash = getattr(report.longrepr, "reprcrash", None)
     text = crash.message if crash is not None else _tail(str(report.longrepr), 6)
-    not_impl = text.startswith("NotImplementedError")
     lines = text.removeprefix("AssertionError: ").splitlines()
     message: list[str] = []
     for line in lines:
@@ -149,17 +137,16 @@ def _failure_message(report) -> tuple[str, bool]:
             break  # pytest's own rendering of the assert, or Hypothesis's notes, follow
         message.append(line)
     example = next((i for i, ln in enumerate(lines) if ln.startswith(("Failing test case", "Falsifying example"))),
-                   None)
-    if example is not None:
-        shown = []
-        for line in lines[example:]:
-            if line.startswith("Explanation") or not line.strip():
-                break
-            if "impl=" in line or "# The test always failed" in line:
-                continue
-            shown.append(line.replace("  # or any other generated value", ""))
-        message += shown[:12] + (["    ..."] if len(shown) > 12 else [])
-    return "\n".join(message[:24]).rstrip(), not_impl
+                   len(lines))
+    shown = []
+    for line in lines[example:]:
+        if line.startswith("Explanation") or not line.strip():
+            break
+        if "impl=" in line or "# The test always failed" in line:
+            continue
+        shown.append(line.replace("  # or any other generated value", ""))
+    message += shown[:12] + (["    ..."] if len(shown) > 12 else [])
+    return "\n".join(message[:24]).rstrip(), text.startswith("NotImplementedError")
 
 
 def run_checks(ids, target: str = "exercises", verbose: bool = False) -> list[Report]:
@@ -192,22 +179,17 @@ def format_report(report: Report, target: str = "exercises") -> str:
         lines += ["         " + ln for ln in report.error.splitlines()]
         return "\n".join(lines)
     for r in report.results:
-        mark = {"passed": "  ok  ", "failed": "  FAIL", "skipped": "  skip"}[r.outcome]
-        if r.not_implemented:
-            mark = "  todo"
-        lines.append(f"{mark}  {r.name}")
+        mark = "todo" if r.not_implemented else {"passed": "ok  ", "failed": "FAIL", "skipped": "skip"}[r.outcome]
+        lines.append(f"  {mark}  {r.name}")
         if r.outcome == "failed" and not r.not_implemented:
             lines += [textwrap.indent(r.message, "          ")]
     n_ok = sum(r.outcome == "passed" for r in report.results)
     if report.passed:
-        lines.append(f"  passed: all {n_ok} checks.")
-    elif report.not_started:
+        return "\n".join(lines + [f"  passed: all {n_ok} checks."])
+    if report.not_started:
         todo = next(r.message for r in report.results if r.not_implemented)
         lines.append(f"  not done yet: {where} still raises {todo.splitlines()[0]}")
-        lines.append(f"  {n_ok} of {len(report.results)} checks pass.")
-    else:
-        lines.append(f"  {n_ok} of {len(report.results)} checks pass.")
-    return "\n".join(lines)
+    return "\n".join(lines + [f"  {n_ok} of {len(report.results)} checks pass."])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,18 +206,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print("\n\n".join(format_report(r, target) for r in reports))
-    ok = all(r.passed for r in reports)
     if len(reports) > 1:
         print(f"\n{sum(r.passed for r in reports)} of {len(reports)} exercises pass.")
-    return 0 if ok else 1
+    return 0 if all(r.passed for r in reports) else 1
 
 
 def check(*ids: str, verbose: bool = False) -> bool:
-    """Check exercises from a notebook: print the report, return True when every test passes.
-
-    The tests run in a fresh Python process, so they always see the current contents of your files.
-    After a pass, your modules are reloaded in this kernel, so that ``use_exercises`` runs what was checked.
-    """
+    """Check exercises from a notebook: print the report, return True when every test passes. The tests run in
+    a fresh Python process, so they see your files as they are now; after a pass, your modules are reloaded in
+    this kernel, so that ``use_exercises`` runs what was checked."""
     try:
         resolved = _resolve_ids(ids)
     except ValueError as e:
@@ -247,13 +226,12 @@ def check(*ids: str, verbose: bool = False) -> bool:
     print(proc.stdout.rstrip())
     if proc.returncode not in (0, 1):
         print(proc.stderr.rstrip()[-3000:])
-    ok = proc.returncode == 0
-    if ok:
+    if proc.returncode == 0:
         for module in {EXERCISES[i].module for i in resolved}:
             loaded = sys.modules.get(f"exercises.{module}")
             if loaded is not None:
                 importlib.reload(loaded)
-    return ok
+    return proc.returncode == 0
 
 
 if __name__ == "__main__":

@@ -85,7 +85,8 @@ def test_drops_tensors_and_leaves_the_event_alone(impl):
         f"kept data {kept.data}, expected every non-tensor value: {{'seq_ids': [4, 2], 'token_ids': [1, 5]}}")
     assert "logits" in event.data and event.data["logits"] is logits, (
         "the recorder changed the event it was given: store a copy with the filtered data instead")
-    assert kept.involves(2) and kept.involves(4) and not kept.involves(3)
+    assert kept.involves(2) and kept.involves(4) and not kept.involves(3), (
+        f"the kept event's seq_ids {kept.data.get('seq_ids')} should still list requests 4 and 2 (and not 3)")
 
 
 @SETTINGS
@@ -117,7 +118,7 @@ def test_frame(impl, specs):
 def test_empty_frame(impl):
     """frame() with no events: an empty DataFrame that still has the five columns"""
     frame = impl.TraceRecorder().frame()
-    assert isinstance(frame, pd.DataFrame) and len(frame) == 0
+    assert isinstance(frame, pd.DataFrame) and len(frame) == 0, f"expected an empty DataFrame, got {frame!r}"
     assert list(frame.columns) == COLUMNS, f"empty frame() has columns {list(frame.columns)}, expected {COLUMNS}"
 
 
@@ -151,6 +152,8 @@ def test_in_the_engine(impl, tiny_llm):
         kinds = [e.kind for e in recorder.for_request(out.request_id)]
         for needed in ("request_added", "admitted", "forward", "token_appended", "finished"):
             assert needed in kinds, f"request {out.request_id}: no {needed!r} event among {kinds}"
-        assert kinds.index("request_added") < kinds.index("admitted") < kinds.index("finished")
+        assert kinds.index("request_added") < kinds.index("admitted") < kinds.index("finished"), (
+            f"request {out.request_id}: events out of order {kinds}; expected request_added, then admitted, "
+            "then finished: keep the events in the order the engine raises them")
     assert frame["step"].is_monotonic_increasing, "steps in the frame go backwards: keep the events in order"
     assert frame["time"].is_monotonic_increasing, "times in the frame go backwards: keep the events in order"

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from nanoinfer import SamplingParams
 from nanoinfer.engine.block_manager import BlockManager
+from nanoinfer.engine.model_runner import kv_bytes_per_token  # the engine's one formula
 from nanoinfer.engine.sequence import Sequence
 
 SETTINGS = settings(max_examples=50, deadline=None, database=None,
@@ -54,7 +55,7 @@ def test_no_sequences(impl):
 def test_bytes(impl, num_blocks, block_size, num_layers, num_kv_heads, head_dim, dtype_bytes):
     """a key and a value vector per token slot, KV head and layer"""
     got = impl.kv_cache_bytes(num_blocks, block_size, num_layers, num_kv_heads, head_dim, dtype_bytes)
-    want = 2 * num_blocks * block_size * num_layers * num_kv_heads * head_dim * dtype_bytes
+    want = num_blocks * block_size * kv_bytes_per_token(num_layers, num_kv_heads, head_dim, dtype_bytes)
     assert got == want, (
         f"kv_cache_bytes(num_blocks={num_blocks}, block_size={block_size}, num_layers={num_layers}, "
         f"num_kv_heads={num_kv_heads}, head_dim={head_dim}, dtype_bytes={dtype_bytes}) returned {got}, expected "

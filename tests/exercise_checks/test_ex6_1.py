@@ -48,7 +48,10 @@ def test_depends_on_the_tokens(impl, t1, t2, parent):
     if t1 == t2:
         return
     a, b = impl.compute_block_hash(t1, parent), impl.compute_block_hash(t2, parent)
-    assert a != b, f"blocks {t1[:8]} and {t2[:8]} hash alike ({a})"
+    at = next((i for i, (x, y) in enumerate(zip(t1, t2)) if x != y), min(len(t1), len(t2)))
+    assert a != b, (f"two blocks that differ at position {at} (token {t1[at] if at < len(t1) else 'none'} against "
+                    f"{t2[at] if at < len(t2) else 'none'}; lengths {len(t1)} and {len(t2)}) hash alike ({a}) under "
+                    f"parent {parent}: every token, its position and the block's length must go into the hash")
     if len(set(t1)) > 1:
         rev = list(reversed(t1))
         if rev != t1:

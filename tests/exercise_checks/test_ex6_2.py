@@ -8,6 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nanoinfer.engine.model_runner import kv_bytes_per_token  # the engine's one formula
+
 SETTINGS = settings(max_examples=60, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "fp8": 1}
@@ -20,14 +22,15 @@ dtypes = st.sampled_from(sorted(DTYPE_BYTES))
 def test_kv_cache_memory(impl, layers, heads, head_dim, seq_len, batch, dtype):
     """2 (K and V) x layers x kv_heads x head_dim x bytes per number x tokens x sequences"""
     got = impl.calculate_kv_cache_memory(layers, heads, head_dim, seq_len, batch, dtype)
-    want = 2 * layers * heads * head_dim * DTYPE_BYTES[dtype] * seq_len * batch
+    want = kv_bytes_per_token(layers, heads, head_dim, DTYPE_BYTES[dtype]) * seq_len * batch
     assert got == want, (f"calculate_kv_cache_memory({layers}, {heads}, {head_dim}, {seq_len}, {batch}, {dtype!r}) "
                          f"returned {got}, expected {want}")
 
 
 def test_default_dtype_is_float16(impl):
     """dtype defaults to float16 (2 bytes)"""
-    assert impl.calculate_kv_cache_memory(2, 3, 64, 10, 1) == 2 * 2 * 3 * 64 * 2 * 10
+    got, want = impl.calculate_kv_cache_memory(2, 3, 64, 10, 1), kv_bytes_per_token(2, 3, 64, 2) * 10
+    assert got == want, f"calculate_kv_cache_memory(2, 3, 64, 10, 1) returned {got}; with float16 (2 bytes) it is {want}"
 
 
 @st.composite
@@ -49,7 +52,8 @@ def test_max_sequences(impl, params, gpu_gb, util):
     got = impl.max_sequences_for_gpu(dict(params), gpu_gb, util)
     nbytes = DTYPE_BYTES[params.get("dtype", "float16")]
     budget = gpu_gb * 1024**3 * util - params["num_params"] * nbytes - params.get("activation_bytes", 0)
-    per_seq = 2 * params["num_layers"] * params["num_kv_heads"] * params["head_dim"] * nbytes * params["max_seq_len"]
+    per_seq = kv_bytes_per_token(params["num_layers"], params["num_kv_heads"], params["head_dim"], nbytes) \
+        * params["max_seq_len"]
     want = max(0, int(budget // per_seq))
     assert isinstance(got, int), f"return an int, got {type(got).__name__}"
     assert got == want, (f"max_sequences_for_gpu({params}, {gpu_gb}, {util}) returned {got}, expected {want}: budget "
