@@ -159,8 +159,9 @@ def run_checks(ids, target: str = "exercises", verbose: bool = False) -> list[Re
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     files = {str(test_file(i).resolve()): i for i in ids}
     collector = _Collector(files)
-    args = [*files, "-p", "no:cacheprovider", "-o", f"timeout={TEST_TIMEOUT_S}", f"--rootdir={ROOT}",
-            "-c", str(ROOT / "pyproject.toml")]
+    # (nbval, a notebook plugin, costs 1.6 s to load: each notebook's check cells pay it otherwise)
+    args = [*files, "-p", "no:cacheprovider", "-p", "no:nbval", "-o", f"timeout={TEST_TIMEOUT_S}",
+            f"--rootdir={ROOT}", "-c", str(ROOT / "pyproject.toml")]
     args += ["--tb=short", "-q"] if verbose else ["-p", "no:terminal"]
     code = pytest.main(args, plugins=[collector])
     if code in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR):
