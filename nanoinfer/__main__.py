@@ -1,5 +1,3 @@
-"""``python -m nanoinfer``: runs the main job, nanoinfer/tools/demo.py."""
-
-from nanoinfer.tools.demo import main
+from nanoinfer.tools.demo import main  # `python -m nanoinfer`: the main job, nanoinfer/tools/demo.py
 
 main()

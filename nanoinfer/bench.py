@@ -1,6 +1,4 @@
-"""``python -m nanoinfer.bench``: runs nanoinfer/tools/bench.py."""
-
-from nanoinfer.tools.bench import main
+from nanoinfer.tools.bench import main  # `python -m nanoinfer.bench` runs nanoinfer/tools/bench.py
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,4 @@
-"""``python -m nanoinfer.check``: runs nanoinfer/workbook/check.py (``check`` is the notebooks' function)."""
-
-from nanoinfer.workbook.check import check, main  # noqa: F401
+from nanoinfer.workbook.check import check, main  # noqa: F401  `python -m nanoinfer.check`, and notebooks' check()
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -126,15 +126,26 @@ class EngineConfig:
         if backend == "flash_attn" and self.kvcache_block_size % 256:
             raise ValueError("attention_backend='flash_attn' reads the paged KV cache in blocks of a multiple of 256 "
                              f"tokens: set kvcache_block_size=256 (got {self.kvcache_block_size})")
-        for name in ("flash_attn", "triton"):
-            wanted = backend == name or (name == "triton" and self.sampler == "triton")
-            if wanted and importlib.util.find_spec(name) is None:
-                raise ValueError(f"{'attention_backend' if backend == name else 'sampler'}={name!r} needs the "
-                                 f"{name} package, which is not installed")
+        if backend == "flash_attn" and self.dtype == "float32":
+            raise ValueError("attention_backend='flash_attn' takes 16-bit inputs only: use dtype='bfloat16' or "
+                             "attention_backend='triton' for float32")
+        for knob, name in (("attention_backend", backend), ("sampler", self.sampler)):
+            if name in ("flash_attn", "triton") and importlib.util.find_spec(name) is None:
+                raise ValueError(f"{knob}={name!r} needs the {name} package, which is not installed")
+            if name == "triton" and not cuda:
+                from nanoinfer.fast.triton_interpreter import interpreter_problem
+
+                if problem := interpreter_problem(device):
+                    raise ValueError(f"{knob}='triton' with device='cpu': {problem}")
+
+    @property
+    def blocks_per_seq(self) -> int:
+        """KV blocks one sequence of max_model_len tokens takes."""
+        return -(-self.max_model_len // self.kvcache_block_size)
 
     def check_kv_blocks(self, num_blocks: int, bytes_per_block: int, knob: str) -> int:
         """Refuse a KV cache that cannot hold one sequence of max_model_len tokens; return num_blocks."""
-        blocks_per_seq = -(-self.max_model_len // self.kvcache_block_size)
+        blocks_per_seq = self.blocks_per_seq
         if num_blocks < blocks_per_seq:
             raise ValueError(f"the KV cache budget ({knob}) gives {num_blocks} blocks of {self.kvcache_block_size} "
                              f"tokens ({bytes_per_block} bytes each), but one sequence of max_model_len="

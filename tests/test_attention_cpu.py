@@ -59,7 +59,7 @@ def test_bad_inputs_are_refused():
 
 def test_without_a_compiler_auto_falls_back_to_torch(monkeypatch):
     from nanoinfer.attention import cpu_backend as attention_cpu
-    from nanoinfer.attention import make_attention_backend
+    from nanoinfer.attention.backends import make_attention_backend
 
     monkeypatch.setenv("CC", "/nonexistent/cc")
     attention_cpu.load_kernel.cache_clear()

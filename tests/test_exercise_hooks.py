@@ -189,9 +189,10 @@ def test_cuda_graph_choice(wrong, tiny_llama):
     prompts = [[1, 2, 3]] * 3
 
     def padding_per_replay(llm):  # in this generate call only (the warm-up replayed graphs too)
-        coverage = llm.model_runner.graphs.coverage
-        before = coverage.padded_slots, coverage.replayed_steps
-        tokens = greedy_tokens(llm, prompts)
+        with llm:  # (shut down after: its graphs and KV cache hold GPU memory)
+            coverage = llm.model_runner.graphs.coverage
+            before = coverage.padded_slots, coverage.replayed_steps
+            tokens = greedy_tokens(llm, prompts)
         return tokens, (coverage.padded_slots - before[0]) / (coverage.replayed_steps - before[1])
 
     (tokens, padding), (learner_tokens, learner_padding) = (

@@ -81,9 +81,18 @@ class BlockManager:
         self._cache_stats = learner_code("2.3", get_cache_stats)
 
     # ---- queries -------------------------------------------------------------------------------
-    num_free_blocks = property(lambda self: len(self.free_block_ids))
-    num_used_blocks = property(lambda self: self.num_blocks - len(self.free_block_ids))
-    num_cached_blocks = property(lambda self: len(self.cached_block_ids))
+    @property
+    def num_free_blocks(self) -> int:
+        return len(self.free_block_ids)
+
+    @property
+    def num_used_blocks(self) -> int:
+        return self.num_blocks - len(self.free_block_ids)
+
+    @property
+    def num_cached_blocks(self) -> int:
+        """Blocks published in the prefix cache (held by sequences, or free with their contents kept)."""
+        return len(self.cached_block_ids)
 
     def get_cache_stats(self) -> dict:
         """Hit rates and block usage (``get_cache_stats`` below)."""

@@ -51,8 +51,8 @@ class LLMEngine:
             from nanoinfer.parallel.runner import ParallelModelRunner as runner_class
         else:
             runner_class = ModelRunner
-        self.model_runner = runner_class(c, self.hf_config, self.model_dir, self.device, self.dtype)
-        self.model_runner.bus, self.device = self.events, self.model_runner.device  # (rank 0's: cuda:0)
+        self.model_runner = runner_class(c, self.hf_config, self.model_dir, self.device, self.dtype, self.events)
+        self.device = self.model_runner.device  # (rank 0's: cuda:0 with tensor parallelism)
         try:
             if num_blocks is None:  # a GPU: what is left after the weights and the peak activations
                 num_blocks = c.check_kv_blocks(self.model_runner.measure_kv_budget(), self.bytes_per_block, knob)
@@ -121,8 +121,7 @@ class LLMEngine:
             return c.num_kvcache_blocks, f"num_kvcache_blocks={c.num_kvcache_blocks}"
         if c.kv_cache_memory_bytes is not None or self.device.type == "cpu":
             budget = c.kv_cache_memory_bytes or CPU_KV_CACHE_BYTES
-            blocks_per_seq = -(-c.max_model_len // c.kvcache_block_size)
-            num_blocks = min(budget // self.bytes_per_block, c.max_num_seqs * blocks_per_seq)  # more is never used
+            num_blocks = min(budget // self.bytes_per_block, c.max_num_seqs * c.blocks_per_seq)  # more is never used
             return num_blocks, f"kv_cache_memory_bytes={budget}"
         return None, f"gpu_memory_utilization={c.gpu_memory_utilization}"
 
@@ -199,7 +198,9 @@ class LLMEngine:
 
         Synchronous: schedule, launch and wait for step N. With async scheduling the host schedules and
         launches step N while the GPU still runs step N-1, then collects step N-1's tokens; the GPU never
-        waits for Python between steps, and token values reach the host one step later.
+        waits for Python between steps, and token values reach the host one step later. If the step raises
+        (a learner's op, an interrupt), the engine stays usable (LLM.generate aborts the requests); with
+        tensor parallelism the ranks may be out of step, so the runner stops them.
         """
         self.step_index += 1
         self.events.step = self.block_manager.step = self.step_index
@@ -254,7 +255,6 @@ class LLMEngine:
         """How the memory was planned: weights, peak activations, KV bytes per block, blocks, and how
         many sequences of max_model_len fit at once."""
         c, runner, per_block = self.config, self.model_runner, self.bytes_per_block
-        blocks_per_seq = -(-c.max_model_len // c.kvcache_block_size)
         report = {
             "device": str(self.device),
             "weights_bytes": sum(p.numel() * p.element_size() for p in runner.model.parameters()),
@@ -264,7 +264,7 @@ class LLMEngine:
             "num_blocks": runner.num_blocks,
             "block_size": c.kvcache_block_size,
             "kv_cache_bytes": per_block * runner.num_blocks,
-            "max_concurrent_seqs_at_max_model_len": runner.num_blocks // blocks_per_seq,
+            "max_concurrent_seqs_at_max_model_len": runner.num_blocks // c.blocks_per_seq,
             "max_cached_tokens": runner.num_blocks * c.kvcache_block_size,
         }
         if self.device.type == "cuda":

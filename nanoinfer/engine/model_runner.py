@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.profiler import record_function
 
-from nanoinfer.attention import make_attention_backend
+from nanoinfer.attention.backends import make_attention_backend
 from nanoinfer.attention.base import AttentionMetadata
 from nanoinfer.config import EngineConfig
 from nanoinfer.engine.events import EventBus
@@ -77,11 +77,16 @@ class StepHandle:
 
 
 class ModelRunner:
+    """One rank's model and KV cache. With tensor parallelism, parallel/runner.py's subclass is rank 0: it
+    overrides the calls that every rank must make together (measure_kv_budget, setup_kv_cache, run_on_ranks)
+    and what a dead rank changes (synchronize, step_failed, shutdown)."""
+
     def __init__(self, config: EngineConfig, hf_config, model_dir: Path | None, device: torch.device,
-                 dtype: torch.dtype) -> None:
+                 dtype: torch.dtype, events: EventBus | None = None) -> None:
         self.config, self.hf_config, self.device, self.dtype = config, hf_config, device, dtype
         self.block_size = config.kvcache_block_size
-        self.bus = EventBus()  # the engine hands its own over
+        self.bus = events if events is not None else EventBus()
+        self.backend = make_attention_backend(config.attention_backend, device, self.block_size, dtype)
         t0 = time.perf_counter()
         # What this process already holds on the card (another engine, say) is not this engine's.
         self._allocated_before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
@@ -98,7 +103,6 @@ class ModelRunner:
             init_random_weights(self.model, seed=config.seed)
         self.load_seconds = time.perf_counter() - t0
         self.attention_layers = [m for m in self.model.modules() if isinstance(m, Attention)]
-        self.backend = make_attention_backend(config.attention_backend, device, self.block_size)
         self.sampler = Sampler(device, config.seed)
         self.exercises = sorted(selected())  # whose learner code this rank's components were built with
         self.kv_cache: torch.Tensor | None = None

@@ -101,14 +101,31 @@ class Sequence:
         return (f"Sequence(id={self.seq_id}, status={self.status.value}, tokens={len(self)}, "
                 f"computed={self.num_computed_tokens}, blocks={self.block_table})")
 
-    num_tokens = property(lambda self: len(self.token_ids))
-    num_output_tokens = property(lambda self: len(self.token_ids) - self.num_prompt_tokens)
-    output_token_ids = property(lambda self: self.token_ids[self.num_prompt_tokens:])
-    # tokens whose values the host knows (all but the pending placeholders)
-    num_known_tokens = property(lambda self: len(self.token_ids) - self.num_pending_tokens)
-    # tokens still to feed before the next token can be sampled (1 while decoding)
-    num_uncomputed_tokens = property(lambda self: len(self.token_ids) - self.num_computed_tokens)
-    is_finished = property(lambda self: self.status == SequenceStatus.FINISHED)
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens :]
+
+    @property
+    def num_known_tokens(self) -> int:
+        """Tokens whose values the host knows (all but the pending placeholders)."""
+        return len(self.token_ids) - self.num_pending_tokens
+
+    @property
+    def num_uncomputed_tokens(self) -> int:
+        """Tokens still to feed before the next token can be sampled (1 while decoding)."""
+        return self.num_tokens - self.num_computed_tokens
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status == SequenceStatus.FINISHED
 
     def num_blocks_needed(self, block_size: int, num_tokens: int | None = None) -> int:
         n = self.num_tokens if num_tokens is None else num_tokens

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import torch
 
 from nanoinfer.fast.cpu_packed import pack_model_weights, packing_available
-from nanoinfer.fast.cuda_graphs import CudaGraphRunner
 from nanoinfer.fast.small_ops_cpu import C_OPS, load_small_ops
 from nanoinfer.layers.activation import SiluAndMul, silu_and_mul
 from nanoinfer.layers.layernorm import RMSNorm, rms_norm
@@ -59,8 +58,12 @@ def apply_fast_paths(runner) -> FastPaths:
     c, device, model = runner.config, runner.device, runner.model
     report = FastPaths()
     cuda, cpu32 = device.type == "cuda", device.type == "cpu" and runner.dtype == torch.float32
-    if learner := {"5.1", "5.2"} & selected():
-        report.add("learner's small ops", "", f"Exercise(s) {', '.join(sorted(learner))} selected: run as written")
+    report.add("attention kernels", runner.backend.name if runner.backend.name in ("cpu", "triton") else "",
+               f"attention_backend={c.attention_backend!r}" + (f" picked {runner.backend.name!r}" * (
+                   c.attention_backend == "auto")))
+    if learner := {"5.1", "5.2", "3.2"} & selected():
+        report.add("learner's code", "", f"Exercise(s) {', '.join(sorted(learner))} selected: run as written, "
+                   "neither replaced nor compiled")
 
     if not (c.pack_cpu_weights and cpu32 and packing_available()):
         report.add("packed CPU weights", "", "pack_cpu_weights=False" if not c.pack_cpu_weights else
@@ -90,15 +93,16 @@ def apply_fast_paths(runner) -> FastPaths:
         report.add("Triton sampler", "", "Exercise 3.2 selected" if wanted else f"sampler={c.sampler!r}")
 
     compile = c.compile if c.compile is not None else cuda
-    small = [m for m in model.modules() if isinstance(m, SMALL_OPS)]
+    small = [m for m in model.modules() if isinstance(m, SMALL_OPS) and m.op is REFERENCE_OPS[type(m)]]
     if compile:  # each op compiled once and shared by every layer; compilation happens at the warm-up
         compiled: dict = {}
         for module in small:
             module.op = compiled.setdefault(module.op, torch.compile(module.op, dynamic=True))
-        if not triton_sampler:  # (the Triton sampler is one fused kernel already)
+        draw = not triton_sampler and runner.sampler.sample is gumbel_max_sample  # (Triton's is one kernel already)
+        if draw:
             runner.sampler.sample = torch.compile(runner.sampler.sample, dynamic=True)
         report.add("torch.compile", f"{len(compiled)} small ops in {len(small)} modules"
-                   + ("" if triton_sampler else ", and the sampler's draw"),
+                   + (", and the sampler's draw" if draw else ""),
                    f"compile={c.compile}" if c.compile is not None else "compile=None: on for CUDA")
     else:
         report.add("torch.compile", "", "compile=False" if c.compile is False else "compile=None: off on a CPU")
@@ -142,6 +146,8 @@ def capture_cuda_graphs(runner):
     if why:
         runner.fast_paths.add("CUDA graphs", "", why)
         return None
+    from nanoinfer.fast.cuda_graphs import CudaGraphRunner  # (imports nanoinfer.attention: not at the top)
+
     t0 = time.perf_counter()
     max_batch = min(c.cuda_graph_max_batch_size or 512, c.max_num_seqs)
     graphs = CudaGraphRunner(runner.model, backend, runner.attention_layers[0].num_kv_heads,

@@ -6,9 +6,10 @@ while the weights stream from memory. oneDNN can copy once (``_reorder_linear_we
 
 Measured on this project's 2-core Xeon, SmolLM2-135M's 30 layers (weights read from DRAM, not cache):
 8 rows 35 -> 27 ms, 12 rows 45 -> 31 ms, 32 rows 49 -> 43 ms; its LM head at 12 rows 16 -> 7 ms.
-At 1-3 rows the plain call is faster (a matrix-vector kernel); from ~512 rows (prefill) the copy is amortised and
-both are equal. Those calls use the original weight, kept beside the packed copy: twice the weight memory
-(``pack_cpu_weights=False`` for a model that barely fits); a weight changed in place needs ``pack_model_weights``.
+At 1-3 rows the plain call is faster there (a matrix-vector kernel; not on every CPU: on an AMD EPYC the packed
+copy won at 1 row too); from ~512 rows (prefill) the copy is amortised and both are equal. Those calls use the
+original weight, kept beside the packed copy: twice the weight memory (``pack_cpu_weights=False`` for a model
+that barely fits). The copy is made once: a weight changed in place afterwards would disagree with it.
 """
 
 from __future__ import annotations

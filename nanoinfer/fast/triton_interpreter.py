@@ -42,17 +42,27 @@ def _int_of_array_fails() -> bool:
         return True
 
 
-def use_interpreter_on_cpu(device: torch.device) -> None:
-    """Before a Triton kernel module is imported for ``device``: on a CPU, select the interpreter."""
+def interpreter_problem(device: torch.device) -> str | None:
+    """Why Triton's kernels cannot run on ``device`` in this process (EngineConfig names the knob), or None.
+    The switch is process-wide: made only where no GPU could need compiled kernels (slow: for tests)."""
     if device.type != "cpu" or os.environ.get("TRITON_INTERPRET") == "1":
-        return
+        return None
+    if torch.cuda.is_available():
+        return ("on a CPU Triton's kernels run in its interpreter, and on a machine with a GPU nanoinfer does not "
+                "switch the whole process to it: start Python with TRITON_INTERPRET=1, or use the GPU")
     compiled = [name for name in KERNEL_MODULES if name in sys.modules and any(
         type(value).__name__ == "JITFunction" for value in vars(sys.modules[name]).values())]
     if compiled:
-        raise RuntimeError(f"Triton kernels run on a CPU in Triton's interpreter, but {compiled[0]} was imported "
-                           "without it: start a new Python process, or set TRITON_INTERPRET=1 before importing it")
-    os.environ["TRITON_INTERPRET"] = "1"
-    _fix_interpreter_loop_bounds()
+        return (f"on a CPU Triton's kernels run in its interpreter, but {compiled[0]} was imported without it: "
+                "start a new Python process, or set TRITON_INTERPRET=1 before importing it")
+    return None
+
+
+def use_interpreter_on_cpu(device: torch.device) -> None:
+    """Before a Triton kernel module is imported: on a CPU (EngineConfig checked that it may), the interpreter."""
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        os.environ["TRITON_INTERPRET"] = "1"
+        _fix_interpreter_loop_bounds()
 
 
 if os.environ.get("TRITON_INTERPRET") == "1":

@@ -14,11 +14,11 @@ from nanoinfer.parallel.workers import WorkerGroup, rank_device
 
 
 class ParallelModelRunner(ModelRunner):
-    def __init__(self, config, hf_config, model_dir, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, config, hf_config, model_dir, device: torch.device, dtype: torch.dtype, events=None) -> None:
         device = rank_device(device.type, 0)
         self.workers = WorkerGroup(config, hf_config, model_dir, device, dtype)  # makes this process rank 0
         try:
-            super().__init__(config, hf_config, model_dir, device, dtype)
+            super().__init__(config, hf_config, model_dir, device, dtype, events)
             alternate_output_slots(self.model)
         except BaseException:
             self.workers.shutdown()

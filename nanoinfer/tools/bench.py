@@ -100,7 +100,7 @@ def _sync(device: torch.device) -> None:
 
 
 def run_nanoinfer(llm, workload: Workload) -> Result:
-    # No per-request seeds: a seeded request draws its noise from its own generator, one launch per row.
+    # No per-request seeds: with the torch sampler a seeded request draws its noise from its own generator.
     params = [SamplingParams(temperature=workload.temperature, max_tokens=n, ignore_eos=True)
               for n in workload.output_lens]
     llm.generate([[1, 2, 3]], SamplingParams(max_tokens=2), use_tqdm=False)  # warm-up

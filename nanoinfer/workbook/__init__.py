@@ -1,5 +1,6 @@
 """The workbook's machinery: the exercise registry with the engine's hooks (registry.py) and the check
-command (check.py). The engine imports only ``learner_code`` from here."""
+command (check.py). The engine's components call ``learner_code`` at their hooks; the model runner and
+the tensor-parallel workers read and pass on the selection (``selected``, ``select_exercises``)."""
 
 from nanoinfer.workbook.registry import EXERCISES, learner_code, select_exercises, selected, use_exercises
 

@@ -1,19 +1,8 @@
-"""Check an exercise: run its tests against your code in ``exercises/`` and print a short report.
-
-From a shell::
-
-    python -m nanoinfer.check 2.3 2.4      # or: make check EX=2.3; "all" checks every exercise; -v: tracebacks
-    python -m nanoinfer.check 2.3 --solutions   # the same tests against the reference solutions
-
-From a notebook::
-
-    from nanoinfer.check import check
-    if check("2.3"):          # prints the report, returns True when every test passes
-        ...
-
-The tests live in ``tests/exercise_checks/test_ex<major>_<minor>.py`` and take the code under test from the
-``impl`` fixture (see ``TARGET_ENV``). Tests that build an engine run your code inside it
-(``nanoinfer.use_exercises``) and the reference solutions for every other exercise.
+"""Check an exercise: run its tests against your code in ``exercises/`` and print a short report, from a shell
+(``python -m nanoinfer.check 2.3 2.4``, ``make check EX=2.3``; ``all``, ``-v``, ``--solutions``) or a notebook
+(``check("2.3")``; docs/workbook.md). The tests, ``tests/exercise_checks/test_ex<major>_<minor>.py``, take the
+code under test from the ``impl`` fixture (see ``TARGET_ENV``); those that build an engine run your code inside
+it (``nanoinfer.use_exercises``) and the engine's own for every other exercise.
 """
 
 from __future__ import annotations

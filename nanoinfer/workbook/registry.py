@@ -1,14 +1,13 @@
-"""The workbook's exercises, and the hooks where the engine runs a learner's code instead of its own.
-
-The engine carries its reference code and never imports ``solutions/``. At each hook it asks
-``learner_code("6.1", compute_block_hash)`` and gets its own function back, unless Exercise 6.1 is
-selected: then it gets ``compute_block_hash`` from the learner's ``exercises/phase6_optimizations.py``.
+"""The workbook's exercises, and the hooks where the engine runs a learner's code instead of its own. The engine
+never imports ``solutions/``: at each hook it asks ``learner_code("6.1", compute_block_hash)`` and gets its own
+function back, unless Exercise 6.1 is selected, then the learner's from ``exercises/phase6_optimizations.py``.
 
 Select exercises in a notebook cell with ``with use_exercises("6.1"): llm = LLM(...)`` (components look
 their code up when they are built, so build inside the block; the engine keeps that code afterwards), or
 for a whole script with ``NANOINFER_EXERCISES="2.2,6.1"`` (or ``all``). ``select_exercises()`` pins the
 selection for the process whatever that variable says: each notebook calls it once at the top, so that
-its reference cells run the reference and only the cells after a check run the learner's code.
+its reference cells run the reference and only the cells after a check run the learner's code. The
+selection is the process's, not a thread's: a notebook's cells, whichever thread runs them, share it.
 """
 
 from __future__ import annotations
@@ -104,10 +103,6 @@ def use_exercises(*ids: str) -> Iterator[None]:
         _pinned = previous
 
 
-def learner_module(ex_id: str, package: str = "exercises"):
-    return importlib.import_module(f"{package}.{EXERCISES[ex_id].module}")
-
-
 def learner_code(ex_id: str, reference):
     """What the engine runs at exercise ``ex_id``'s hook: ``reference`` (the engine's own function or class),
     or, when the exercise is selected, the learner's object of the same name."""
@@ -115,4 +110,4 @@ def learner_code(ex_id: str, reference):
         return reference
     name = reference.__name__
     assert name in EXERCISES[ex_id].names, f"exercise {ex_id} defines {EXERCISES[ex_id].names}, not {name}"
-    return getattr(learner_module(ex_id), name)
+    return getattr(importlib.import_module(f"exercises.{EXERCISES[ex_id].module}"), name)

@@ -38,7 +38,7 @@ def test_blocks_match_the_block_manager(impl, seq_lens, block_size):
     rng = random.Random(0)
     for i, n in enumerate(seq_lens):
         seq = Sequence(i, [rng.randrange(1000) for _ in range(n)], SamplingParams())
-        assert bm.try_allocate(seq)
+        assert bm.try_allocate(seq), f"the block manager ran out of blocks for sequence {i} ({n} tokens)"
     got = impl.kv_blocks_needed(list(seq_lens), block_size)
     assert got == bm.num_used_blocks, (
         f"kv_blocks_needed({seq_lens}, {block_size}) returned {got}; the BlockManager allocated {bm.num_used_blocks}")

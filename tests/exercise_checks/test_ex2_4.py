@@ -59,7 +59,9 @@ def test_in_the_scheduler(impl, tiny_llm):
         outs = tight.generate(prompts, params, use_tqdm=False)
     preempted = [e.seq_id for e in events if e.kind == "preempted"]
     assert preempted, "8 blocks for 6 sequences of up to 60 tokens: expected preemptions, saw none"
-    assert sum(o.metrics.num_preemptions for o in outs) == len(preempted)
+    counted = sum(o.metrics.num_preemptions for o in outs)
+    assert counted == len(preempted), (f"the trace shows {len(preempted)} preemptions but the requests' metrics "
+                                       f"count {counted}: preempt the sequence you return, once")
     got = [o.token_ids for o in outs]
     bad = [i for i, (g, w) in enumerate(zip(got, want)) if g != w]
     assert not bad, f"with preemption, requests {bad} produced different greedy tokens than without"

@@ -29,8 +29,9 @@ def test_kv_cache_memory(impl, layers, heads, head_dim, seq_len, batch, dtype):
 
 def test_default_dtype_is_float16(impl):
     """dtype defaults to float16 (2 bytes)"""
-    got, want = impl.calculate_kv_cache_memory(2, 3, 64, 10, 1), kv_bytes_per_token(2, 3, 64, 2) * 10
-    assert got == want, f"calculate_kv_cache_memory(2, 3, 64, 10, 1) returned {got}; with float16 (2 bytes) it is {want}"
+    got, want = impl.calculate_kv_cache_memory(2, 3, 64, 10, 1), 2 * 2 * 3 * 64 * 2 * 10  # K and V, float16
+    assert got == want == kv_bytes_per_token(2, 3, 64, 2) * 10, (
+        f"calculate_kv_cache_memory(2, 3, 64, 10, 1) returned {got}; with float16 (2 bytes) it is {want}")
 
 
 @st.composite
