@@ -1,13 +1,14 @@
-"""Phase 3 — GPU execution. Your code for Exercises 3.1 to 3.4 (plain torch: it runs on a CPU too).
+"""Phase 3 — GPU execution. Your code for Exercises 3.1 to 3.5 (plain torch and pandas: it runs on a CPU too).
 
-Check your work with ``make check EX=3.1`` (or ``python -m nanoinfer.check 3.1``).
-Phase 3 has no notebook yet.
+Check your work with ``make check EX=3.1`` (or ``python -m nanoinfer.check 3.1``). The notebook
+``notebooks/03_gpu_execution.ipynb`` walks through each exercise and runs your code after its check passes.
 """
 
 from __future__ import annotations
 
 import bisect  # noqa: F401
 
+import pandas as pd
 import torch
 
 
@@ -55,3 +56,25 @@ def online_softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     far are all masked (m = -inf): exp(-inf - (-inf)) is NaN.
     """
     raise NotImplementedError("Exercise 3.4: write online_softmax_attention(q, k, v, mask, scale, tile_size)")
+
+
+def performance_report(timeline: pd.DataFrame, by: str = "config") -> pd.DataFrame:
+    """Exercise 3.5: the performance-report table (tokens/s, ms per token p50 and p99) from a step timeline.
+
+    ``timeline`` is a pandas DataFrame with one row per engine step, as ``llm.step_timeline()`` returns it, for
+    one or more runs stacked together; its column ``by`` names each row's configuration ("eager, batch 8", ...).
+    Read three other columns: ``phase`` ("prefill" or "decode"), ``num_sampled`` (tokens the step produced) and
+    ``seconds`` (the step's duration). Only decode steps count: a request's first token comes from its prefill.
+
+    Return a DataFrame with one row per configuration, indexed by it (index name ``by``, in the order the
+    configurations first appear), with the columns
+      ``decode_steps``      the number of decode steps,
+      ``tokens``            the tokens they produced (sum of num_sampled),
+      ``tokens_per_s``      tokens / the sum of their seconds,
+      ``ms_per_token_p50``, ``ms_per_token_p99``: percentiles of the time each token waited, in milliseconds. A
+                            decode step gives each of its num_sampled sequences one token after ``seconds``, so
+                            each step contributes its seconds num_sampled times. Interpolate linearly between
+                            values (numpy.percentile's default).
+    Raise ValueError naming the configuration if one has no decode step.
+    """
+    raise NotImplementedError("Exercise 3.5: write performance_report(timeline, by)")

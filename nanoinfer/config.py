@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from nanoinfer.parallel.comm import tp_size
+
 ATTENTION_BACKENDS = ("auto", "cpu", "torch", "naive", "triton", "flash_attn")
 SAMPLERS = ("auto", "torch", "triton")
 SCHEDULING_POLICIES = ("fifo", "sjf", "ljf")  # engine/policies.py; a SchedulingPolicy object also works
@@ -113,6 +115,8 @@ class EngineConfig:
     def fit_to_device(self, device: torch.device) -> None:
         """Refuse knobs this device cannot honour."""
         tp, cuda = self.tensor_parallel_size, device.type == "cuda"
+        if tp_size() > 1:  # its layers and collectives would read the live group's process-wide state
+            raise RuntimeError("a tensor-parallel engine is running in this process: shutdown() it first")
         if cuda and tp > 1 and tp > torch.cuda.device_count():
             raise ValueError(f"tensor_parallel_size={tp} exceeds the {torch.cuda.device_count()} CUDA devices here")
         if not cuda and tp > (os.cpu_count() or 1) * 4:

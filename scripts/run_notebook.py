@@ -57,6 +57,8 @@ class _Widgets(types.ModuleType):
     """Enough of ipywidgets for a notebook's sliders: ``interactive(f, x=Slider(value=v))`` calls ``f(v)``."""
 
     def __getattr__(self, name):
+        if name.startswith("__"):  # (a module's dunders: importers probe __file__, __spec__, ...)
+            raise AttributeError(name)
         if name == "interactive":
             return lambda fn, **kw: fn(**{k: getattr(w, "value", w) for k, w in kw.items()})
         return lambda *a, value=None, **kw: types.SimpleNamespace(value=value)

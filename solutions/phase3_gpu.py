@@ -1,10 +1,12 @@
-"""Phase 3 — GPU execution: attention written out, sampling, CUDA-graph choice, online softmax.
+"""Phase 3 — GPU execution: attention written out, sampling, CUDA-graph choice, online softmax, the report.
 
-3.1, 3.2 and 3.3 run inside the engine: their reference is the engine's own code, imported here. 3.4 is
-answered below."""
+3.1, 3.2 and 3.3 run inside the engine: their reference is the engine's own code, imported here. 3.4 and
+3.5 are answered below."""
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import torch
 
 # The engine's own reference code for the exercises it runs at a hook (nanoinfer/workbook/registry.py).
@@ -41,3 +43,25 @@ def online_softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
         acc = acc * correction + torch.matmul(p, vt.float())
         m = m_new
     return (acc / l).to(q.dtype)
+
+
+def performance_report(timeline: pd.DataFrame, by: str = "config") -> pd.DataFrame:
+    """Exercise 3.5: per configuration, decode tokens/s and the p50 / p99 of the time each token waited.
+
+    Each decode step hands one token to each of its ``num_sampled`` sequences after ``seconds``, so the
+    per-token latencies are the step times repeated by width: a wide step weighs more than a narrow one.
+    """
+    rows = {}
+    for config, runs in timeline.groupby(by, sort=False):
+        decode = runs[runs["phase"] == "decode"]
+        if decode.empty:
+            raise ValueError(f"configuration {config!r} has no decode step in the timeline")
+        waits_ms = np.repeat(decode["seconds"].to_numpy() * 1e3, decode["num_sampled"].to_numpy())
+        tokens = int(decode["num_sampled"].sum())
+        rows[config] = {"decode_steps": len(decode), "tokens": tokens,
+                        "tokens_per_s": tokens / decode["seconds"].sum(),
+                        "ms_per_token_p50": np.percentile(waits_ms, 50),
+                        "ms_per_token_p99": np.percentile(waits_ms, 99)}
+    report = pd.DataFrame.from_dict(rows, orient="index")
+    report.index.name = by
+    return report

@@ -27,6 +27,11 @@ def tiny_llama(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_gemma(tmp_path_factory) -> Path:
+    return make_tiny_checkpoint("gemma", tmp_path_factory.mktemp("tiny_gemma"))
+
+
+@pytest.fixture(scope="session")
 def smollm2() -> Path:
     from nanoinfer.tools.convert import default_model_dir
 
@@ -64,7 +69,7 @@ def _random_prompts(vocab: int, seed: int = 0) -> list[list[int]]:
 
 
 @pytest.fixture(scope="session")
-def reference(request, tiny_qwen3, tiny_llama, smollm2):
+def reference(request, tiny_qwen3, tiny_llama, tiny_gemma, smollm2):
     cache = {}
 
     def get(name: str) -> Reference:
@@ -75,7 +80,7 @@ def reference(request, tiny_qwen3, tiny_llama, smollm2):
                 tok = AutoTokenizer.from_pretrained(str(smollm2))
                 cache[name] = Reference(smollm2, [tok.encode(t) for t in SMOLLM2_TEXTS])
             else:
-                path = {"qwen3": tiny_qwen3, "llama": tiny_llama}[name]
+                path = {"qwen3": tiny_qwen3, "llama": tiny_llama, "gemma": tiny_gemma}[name]
                 cache[name] = Reference(path, _random_prompts(512))
         return cache[name]
 

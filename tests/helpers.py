@@ -11,27 +11,32 @@ TINY_SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, nu
 
 
 def make_tiny_checkpoint(arch: str, path: Path, seed: int = 0, **overrides) -> Path:
-    """Save a tiny random Qwen3 or Llama with transformers (safetensors, float32) into ``path``.
+    """Save a tiny random Qwen3, Llama or Gemma with transformers (safetensors, float32) into ``path``.
 
     Weights are drawn wider than transformers' default (std 0.02) so that logits are peaked and greedy
     decoding has clear winners: a comparison then tests the engine, not float rounding at a near-tie.
     """
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+    from transformers import (GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen3Config,
+                              Qwen3ForCausalLM)
 
     kwargs = {**TINY_SHAPE, "initializer_range": 0.2, **overrides}
     if arch == "qwen3":
-        config, cls = Qwen3Config(head_dim=32, **kwargs), Qwen3ForCausalLM
+        config, cls = Qwen3Config(**{"head_dim": 32, **kwargs}), Qwen3ForCausalLM
     elif arch == "llama":
         config, cls = LlamaConfig(**kwargs), LlamaForCausalLM
+    elif arch == "gemma":  # head size independent of hidden_size / heads, as in the real Gemmas
+        config, cls = GemmaConfig(**{"head_dim": 32, **kwargs}), GemmaForCausalLM
     else:
         raise ValueError(arch)
     config.architectures = [cls.__name__]
     torch.manual_seed(seed)
     model = cls(config).to(torch.float32).eval()
-    with torch.no_grad():  # norms at random scales too, so that they are exercised
+    with torch.no_grad():  # norms at random scales and biases nonzero, so that they are exercised
         for name, p in model.named_parameters():
-            if "norm" in name:
-                p.uniform_(0.5, 1.5)
+            if "norm" in name:  # (Gemma stores the scale minus one)
+                p.uniform_(0.5, 1.5).sub_(1.0 if arch == "gemma" else 0.0)
+            elif name.endswith(".bias"):  # (transformers starts biases at zero, where no bias bug shows)
+                p.uniform_(-0.5, 0.5)
     model.save_pretrained(path, safe_serialization=True)
     return path
 

@@ -9,7 +9,7 @@ import pytest
 from helpers import assert_no_leaks, hf_next_token_logits, relative_error
 from nanoinfer import LLM, SamplingParams
 
-MODELS = ["qwen3", "llama", "smollm2"]
+MODELS = ["qwen3", "llama", "gemma", "smollm2"]
 GREEDY = SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True)
 
 
@@ -44,7 +44,7 @@ def test_logits_and_greedy_match_transformers(name, reference):
     assert_no_leaks(llm)
 
 
-@pytest.mark.parametrize("name", ["qwen3", "llama"])
+@pytest.mark.parametrize("name", ["qwen3", "llama", "gemma"])
 def test_decode_logits_match_transformers_at_every_step(name, reference):
     """Logits after each generated token equal transformers' forward pass over prompt + output so far."""
     ref = reference(name)

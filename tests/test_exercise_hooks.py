@@ -46,7 +46,7 @@ def greedy_tokens(llm, prompts, params=GREEDY) -> list[list[int]]:
 
 def test_hooks_are_covered():
     """This file tests every exercise that has an engine hook."""
-    tested = {"2.2", "2.3", "2.4", "3.1", "3.2", "3.3", "5.1", "5.2", "5.5", "6.1"}
+    tested = {"2.2", "2.3", "2.4", "3.1", "3.2", "3.3", "4.1", "4.2", "5.1", "5.2", "5.3", "5.5", "6.1"}
     assert tested == {e.id for e in EXERCISES.values() if e.hook}
 
 
@@ -68,6 +68,22 @@ def test_model_ops(ex_id, wrong, reference):
     knobs = {"attention_backend": "naive"} if ex_id == "3.1" else {}
     assert greedy_tokens(build(ref.path, **knobs), prompts) == expected
     assert greedy_tokens(build(ref.path, ex_id, **knobs), prompts) != expected
+
+
+@pytest.mark.parametrize("ex_id", ["4.1", "4.2"])
+def test_parallel_linears(ex_id, wrong, tiny_llama):
+    """4.1 (every linear loads its weight through shard_weight), 4.2 (o_proj and down_proj run
+    row_parallel_linear): live at one rank too, so a wrong learner's version changes the tokens."""
+    from nanoinfer.layers.linear import row_parallel_linear, shard_weight
+
+    if ex_id == "4.1":
+        wrong(ex_id, lambda tensor, rank, world_size, parallel: 1.5 * shard_weight(tensor, rank, world_size, parallel),
+              "shard_weight")
+    else:
+        wrong(ex_id, lambda x, weight, bias, all_reduce, linear=None: row_parallel_linear(x, -weight, bias, all_reduce),
+              "row_parallel_linear")
+    prompts = [[1, 2, 3, 4], [9, 8, 7]]
+    assert greedy_tokens(build(tiny_llama), prompts) != greedy_tokens(build(tiny_llama, ex_id), prompts)
 
 
 def test_sampler(wrong, tiny_llama):
@@ -199,3 +215,22 @@ def test_cuda_graph_choice(wrong, tiny_llama):
         padding_per_replay(build(tiny_llama, **knobs)), padding_per_replay(build(tiny_llama, "3.3", **knobs)))
     assert tokens == learner_tokens
     assert (padding, learner_padding) == (1.0, 29.0)  # 3 rows in the graph of 4, or in the graph of 32
+
+
+def test_model_family(wrong, reference):
+    """A selected 5.3 builds the learner's Gemma class: one without the embedding scale changes the tokens;
+    unselected, the engine's Gemma gives transformers' tokens."""
+    from nanoinfer.models.gemma import GemmaForCausalLM, GemmaModel
+    from nanoinfer.models.llama import LlamaModel
+
+    class UnscaledModel(GemmaModel):
+        embed = LlamaModel.embed
+
+    class GemmaForCausalLM(GemmaForCausalLM):  # noqa: F811  (the learner's module defines this name)
+        model_cls = UnscaledModel
+
+    ref = reference("gemma")
+    wrong("5.3", GemmaForCausalLM)
+    prompts = ref.prompts[:3]
+    assert greedy_tokens(build(ref.path), prompts) == [t[:8] for t in ref.greedy[:3]]
+    assert greedy_tokens(build(ref.path, "5.3"), prompts) != [t[:8] for t in ref.greedy[:3]]

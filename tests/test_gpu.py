@@ -80,6 +80,17 @@ def test_gpu_greedy_equals_cpu_in_float32(tiny_llama, backend):
     assert_no_leaks(gpu)
 
 
+def test_gemma_on_the_gpu_equals_cpu_in_float32(tiny_gemma):
+    """Gemma through every GPU fast path (graphs, compile, the fused prologue) against the CPU reference."""
+    prompts = prompts_reaching(256)
+    cpu = LLM(str(tiny_gemma), device="cpu", max_model_len=256)
+    gpu = LLM(str(tiny_gemma), device="cuda", dtype="float32", max_model_len=256, attention_backend="triton",
+              gpu_memory_utilization=0.3)
+    assert gpu.model_runner.graphs is not None and prologue(gpu)
+    assert_same_generations(gpu, cpu, prompts, tolerance=1e-4, first_step_only=True)
+    assert_no_leaks(gpu)
+
+
 def test_compiled_small_ops_match_eager(tiny_qwen3):
     prompts = prompts_reaching(256)
     common = dict(max_model_len=256, dtype="float32", attention_backend="triton", gpu_memory_utilization=0.3)

@@ -38,6 +38,7 @@ def test_categories_of_known_kernel_names():
                     "at::native::MaxOps<c10::BFloat16>, ...") == "sampling"  # greedy: logits.max
     assert category("void at::native::reduce_kernel<512, 1, SumOps>") == "norm / rotary / activation"
     assert category("CatArrayBatchedCopy_vectorized<...>") == "copies"  # the gathered logits' concat
+    assert category("mkldnn::_linear_pointwise") == "GEMM"  # a CPU matmul on packed weights
     assert category("some_new_kernel") == "other"
 
 

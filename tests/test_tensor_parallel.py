@@ -25,7 +25,7 @@ def no_orphans():
     assert not multiprocessing.active_children(), "worker processes were left behind"
 
 
-@pytest.mark.parametrize("name, tp", [("qwen3", 2), ("llama", 2), ("smollm2", 3)])
+@pytest.mark.parametrize("name, tp", [("qwen3", 2), ("llama", 2), ("gemma", 2), ("smollm2", 3)])
 def test_tensor_parallel_matches_one_rank(name, tp, reference):
     ref = reference(name)
     # SmolLM2 in three processes on a 2-core machine is slow: fewer prompts and tokens there.
@@ -217,3 +217,16 @@ def test_ranks_sample_their_own_vocabulary_shards(tmp_path):
     all_reduces = (2 * layers + 1) * decode.num_tokens * hidden * 4
     winners = 2 * 2 * decode.num_tokens * 8  # two ranks' (score, token) float64 pairs
     assert decode.comm_bytes == all_reduces + winners  # the logits (2 x 255 floats a row) never travel
+
+
+def test_one_tensor_parallel_engine_at_a_time(tiny_llama):
+    """While a TP engine lives, building another engine is refused at once; one built before still runs."""
+    before = LLM(str(tiny_llama), max_model_len=256)
+    expected = [o.token_ids for o in before.generate([[5, 6, 7]], GREEDY, use_tqdm=False)]
+    with LLM(str(tiny_llama), max_model_len=256, tensor_parallel_size=2) as tp:
+        with pytest.raises(RuntimeError, match="tensor-parallel engine is running in this process"):
+            LLM(str(tiny_llama), max_model_len=256)
+        assert [o.token_ids for o in before.generate([[5, 6, 7]], GREEDY, use_tqdm=False)] == expected
+        assert [o.token_ids for o in tp.generate([[5, 6, 7]], GREEDY, use_tqdm=False)] == expected
+    after = LLM(str(tiny_llama), max_model_len=256)  # the group is gone: engines build again
+    assert [o.token_ids for o in after.generate([[5, 6, 7]], GREEDY, use_tqdm=False)] == expected

@@ -77,7 +77,8 @@ def test_missing_path_and_config(tmp_path):
 
 def test_unknown_architecture(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
-    with pytest.raises(ValueError, match="unknown architecture 'GPT2LMHeadModel'"):
+    known = "supported: ['GemmaForCausalLM', 'LlamaForCausalLM', 'Qwen3ForCausalLM']"
+    with pytest.raises(ValueError, match=f"unknown architecture 'GPT2LMHeadModel'; {re.escape(known)}"):
         LLM(str(tmp_path))
 
 

@@ -242,7 +242,7 @@ class LLMEngine:
                 step=self.step_index, phase=batch.phase, num_seqs=len(batch.seqs), num_tokens=batch.num_tokens,
                 num_sampled=len(handle.rows), num_preempted=len(batch.preempted), num_finished=len(finished),
                 used_blocks=self.block_manager.num_used_blocks, start=t0, schedule_s=t1 - t0,
-                model_s=t2 - t1, postprocess_s=t3 - t2,
+                model_s=t2 - t1, postprocess_s=t3 - t2, prepare_s=handle.host_s[0], sample_s=handle.host_s[1],
                 comm_bytes=comm_stats.all_reduce_bytes + comm_stats.all_gather_bytes - comm_before[0],
                 comm_s=comm_stats.seconds - comm_before[1],
             ))

@@ -16,12 +16,14 @@ class StepRecord:
     num_finished: int
     used_blocks: int  # KV blocks held after the step
     start: float  # time.perf_counter() at the start of the step
-    schedule_s: float
-    model_s: float
-    postprocess_s: float
+    schedule_s: float  # the scheduler picking the batch
+    model_s: float  # the launch: inputs prepared, forward pass, sampling (on a GPU: queued, not finished)
+    postprocess_s: float  # waiting for the sampled tokens, then appending them and retiring finished requests
     comm_bytes: int = 0  # bytes this rank sent through all-reduce / all-gather during the step
     comm_s: float = 0.0  # seconds inside those collectives (only with measure_communication=True; not
     # those a CUDA graph replays, which count in comm_bytes only: enforce_eager times every one)
+    prepare_s: float = 0.0  # part of model_s: the batch flattened into the step's inputs on the host
+    sample_s: float = 0.0  # part of model_s: sampling (on a GPU, the host time to queue its kernels)
 
     @property
     def seconds(self) -> float:
@@ -39,11 +41,13 @@ class EngineMetrics:
         self.steps.clear()
 
     def timeline(self):
-        """One row per step, with times relative to the first recorded step."""
+        """One row per step, with times relative to the first recorded step. ``forward_s`` is model_s less its
+        two host parts: schedule_s + prepare_s + forward_s + sample_s + postprocess_s = seconds."""
         import pandas as pd
 
-        columns = list(StepRecord.__dataclass_fields__) + ["seconds"]
-        rows = [{**asdict(s), "seconds": s.seconds} for s in self.steps]
+        columns = list(StepRecord.__dataclass_fields__) + ["forward_s", "seconds"]
+        rows = [{**asdict(s), "forward_s": s.model_s - s.prepare_s - s.sample_s, "seconds": s.seconds}
+                for s in self.steps]
         frame = pd.DataFrame(rows, columns=columns)
         if len(frame):
             frame["start"] -= frame["start"].iloc[0]

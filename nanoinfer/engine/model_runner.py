@@ -74,6 +74,7 @@ class StepHandle:
     host_tokens: torch.Tensor | None  # [rows] pinned host memory, filled asynchronously
     event: torch.cuda.Event | None
     logits: torch.Tensor | None  # kept only when asked for (``keep_logits``)
+    host_s: tuple[float, float] = (0.0, 0.0)  # host seconds spent preparing the inputs, and sampling
 
 
 class ModelRunner:
@@ -263,8 +264,10 @@ class ModelRunner:
     def launch(self, batch: ScheduledBatch, previous: StepHandle | None = None) -> StepHandle:
         """Start one step and return at once (on a GPU): the sampled tokens stay on the device for the
         next step's inputs, and a copy to the host is queued behind them."""
+        t0 = time.perf_counter()
         with record_function("nanoinfer.prepare"):
             inputs = self.host_inputs(batch, previous.rows if previous else None)
+        prepare_s = time.perf_counter() - t0
         if self.bus:
             self.bus.emit("forward", "ModelRunner", phase=batch.phase, num_tokens=len(inputs.input_ids),
                           seq_ids=[s.seq_id for s in batch.seqs])
@@ -275,21 +278,23 @@ class ModelRunner:
             inputs.draw = plan
         result = self.run_on_ranks(inputs, previous.tokens if previous else None)
         if result is None:
-            return StepHandle(batch, {}, None, None, None, None)
+            return StepHandle(batch, {}, None, None, None, None, (prepare_s, 0.0))
+        t1 = time.perf_counter()
         with record_function("nanoinfer.sample"):
             if inputs.draw is not None:  # already sampled, on the ranks' shards
                 tokens, logits = result, None
             else:
                 tokens = self.sampler(result, params, [s.generator for s in sampling], plan)
                 logits = result if self.keep_logits else None
+        host_s = (prepare_s, time.perf_counter() - t1)  # (on a GPU: the time to queue the sampling kernels)
         rows = {s.seq_id: i for i, s in enumerate(sampling)}
         if self.device.type != "cuda":
-            return StepHandle(batch, rows, tokens, tokens, None, logits)
+            return StepHandle(batch, rows, tokens, tokens, None, logits, host_s)
         host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
         host.copy_(tokens, non_blocking=True)
         event = torch.cuda.Event()
         event.record()
-        return StepHandle(batch, rows, tokens, host, event, logits)
+        return StepHandle(batch, rows, tokens, host, event, logits, host_s)
 
     def wait(self, handle: StepHandle) -> list[int | None]:
         """The step's sampled token per sequence of its batch (None where a prefill chunk stops short)."""

@@ -45,5 +45,5 @@ class ParallelLMHead(VocabParallelEmbedding):
         self.op = F.linear  # (on a CPU, nanoinfer/fast may multiply by a packed copy of the weight instead)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = all_gather_last_dim(self.op(hidden, self.weight, None))
-        return logits[..., : self.num_embeddings]
+        logits = self.op(hidden, self.weight, None)
+        return all_gather_last_dim(logits)[..., : self.num_embeddings] if self.tp_size > 1 else logits

@@ -6,7 +6,7 @@ adds the partial sums (the bias is added once, after it). A column layer followe
 (attention: qkv then o; MLP: gate/up then down) needs one all-reduce per pair.
 
 Checkpoints store q, k, v (and gate, up) as separate tensors; the engine packs them into one matmul.
-The loader calls ``param.weight_loader(param, tensor, shard_id)`` to put each piece in its place.
+The loader calls ``param.weight_loader(param, tensor, shard_id)``: it cuts this rank's piece (``shard_weight``).
 """
 
 from __future__ import annotations
@@ -16,12 +16,32 @@ import torch.nn.functional as F
 from torch import nn
 
 from nanoinfer.parallel.comm import all_reduce, all_reduce_output, tp_rank, tp_size
+from nanoinfer.workbook.registry import learner_code
 
 
 def _divide(numerator: int, denominator: int, what: str) -> int:
     if numerator % denominator:
         raise ValueError(f"{what} ({numerator}) is not divisible by tensor_parallel_size ({denominator})")
     return numerator // denominator
+
+
+def shard_weight(tensor: torch.Tensor, rank: int, world_size: int, parallel: str) -> torch.Tensor:
+    """Rank ``rank``'s piece of a full weight [out, in] or bias [out]. "column": a slice of the output features
+    (dim 0, the bias too); "row": of the input features (last dim), the bias whole (added once, after the sum)."""
+    if parallel not in ("column", "row"):
+        raise ValueError(f"parallel must be 'column' or 'row', got {parallel!r}")
+    if parallel == "row" and tensor.dim() == 1:
+        return tensor
+    dim = 0 if parallel == "column" else tensor.dim() - 1
+    n = _divide(tensor.shape[dim], world_size, f"{parallel}-parallel dimension {dim}")
+    return tensor.narrow(dim, rank * n, n)
+
+
+def row_parallel_linear(x: torch.Tensor, weight: torch.Tensor, bias, all_reduce, linear=F.linear) -> torch.Tensor:
+    """This rank's partial product with its input slice (x [..., in / tp], weight [out, in / tp]), summed over
+    the ranks by one ``all_reduce``; the bias added once, after the sum."""
+    y = all_reduce(linear(x, weight, None))
+    return y if bias is None else y + bias
 
 
 class LinearBase(nn.Module):
@@ -37,6 +57,7 @@ class LinearBase(nn.Module):
         else:
             self.register_parameter("bias", None)
         self.op = F.linear  # (on a CPU, nanoinfer/fast may multiply by a packed copy of the weight instead)
+        self.shard = learner_code("4.1", shard_weight)
 
     def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id=None) -> None:
         param.data.copy_(loaded)
@@ -52,8 +73,7 @@ class ColumnParallelLinear(LinearBase):
         super().__init__(input_size, _divide(output_size, tp_size(), "output size"), bias)
 
     def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id=None) -> None:
-        n = param.shape[0]
-        param.data.copy_(loaded.narrow(0, self.tp_rank * n, n))
+        param.data.copy_(self.shard(loaded, self.tp_rank, self.tp_size, "column"))
 
 
 class MergedColumnParallelLinear(ColumnParallelLinear):
@@ -66,7 +86,7 @@ class MergedColumnParallelLinear(ColumnParallelLinear):
     def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: int) -> None:
         n = self.output_sizes[shard_id] // self.tp_size
         offset = sum(self.output_sizes[:shard_id]) // self.tp_size
-        param.data.narrow(0, offset, n).copy_(loaded.narrow(0, self.tp_rank * n, n))
+        param.data.narrow(0, offset, n).copy_(self.shard(loaded, self.tp_rank, self.tp_size, "column"))
 
 
 class QKVParallelLinear(ColumnParallelLinear):
@@ -92,14 +112,13 @@ class QKVParallelLinear(ColumnParallelLinear):
         q_size = self.num_heads * self.head_dim
         kv_size = self.num_kv_heads * self.head_dim
         if shard_id == "q":
-            offset, size, start = 0, q_size, self.tp_rank * q_size
+            offset, piece = 0, self.shard(loaded, self.tp_rank, self.tp_size, "column")
         else:
             offset = q_size if shard_id == "k" else q_size + kv_size
-            # rank r uses KV head r * num_kv_heads_total // tp_size when heads are replicated
-            total_kv_heads = loaded.shape[0] // self.head_dim
-            first_head = self.tp_rank * total_kv_heads // self.tp_size
-            size, start = kv_size, first_head * self.head_dim
-        param.data.narrow(0, offset, size).copy_(loaded.narrow(0, start, size))
+            # in pieces of this rank's KV heads; replicated heads (fewer than ranks): rank r takes r * heads // tp
+            pieces = loaded.shape[0] // kv_size
+            piece = self.shard(loaded, self.tp_rank * pieces // self.tp_size, pieces, "column")
+        param.data.narrow(0, offset, piece.shape[0]).copy_(piece)
 
 
 class RowParallelLinear(LinearBase):
@@ -111,21 +130,19 @@ class RowParallelLinear(LinearBase):
     def __init__(self, input_size: int, output_size: int, bias: bool = False) -> None:
         super().__init__(_divide(input_size, tp_size(), "input size"), output_size, bias)
         self.output_slot = 0  # the shared buffer the peer-memory all-reduce sums in (parallel/peer_memory.py)
+        self.row_parallel = learner_code("4.2", row_parallel_linear)
 
     def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id=None) -> None:
-        if param.dim() == 1:  # the bias is not split
-            param.data.copy_(loaded)
-            return
-        n = param.shape[1]
-        param.data.copy_(loaded.narrow(1, self.tp_rank * n, n))
+        param.data.copy_(self.shard(loaded, self.tp_rank, self.tp_size, "row"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.row_parallel is not row_parallel_linear:  # Exercise 4.2 selected: the learner's code, as written
+            return self.row_parallel(x, self.weight, self.bias, all_reduce)
         if self.tp_size == 1:
             return self.op(x, self.weight, self.bias)
         out = all_reduce_output(self.output_slot, (*x.shape[:-1], self.output_size), x.dtype)
         if out is None:
-            y = all_reduce(self.op(x, self.weight, None))
-        else:  # GPUs with peer memory: multiply straight into the shared buffer, sum there
-            y = all_reduce(torch.matmul(x, self.weight.t(), out=out))
-        return y if self.bias is None else y + self.bias
+            return row_parallel_linear(x, self.weight, self.bias, all_reduce, self.op)
+        y = all_reduce(torch.matmul(x, self.weight.t(), out=out))  # GPUs with peer memory: multiply into the
+        return y if self.bias is None else y + self.bias  # shared buffer and sum there
 

@@ -8,8 +8,11 @@ from pathlib import Path
 
 from torch import nn
 
+from nanoinfer.workbook.registry import learner_code
+
 # architecture name (config.json's "architectures") -> "module:Class", imported when first used
 REGISTRY: dict[str, str] = {
+    "GemmaForCausalLM": "nanoinfer.models.gemma:GemmaForCausalLM",
     "LlamaForCausalLM": "nanoinfer.models.llama:LlamaForCausalLM",
     "Qwen3ForCausalLM": "nanoinfer.models.qwen3:Qwen3ForCausalLM",
 }
@@ -19,7 +22,8 @@ def model_class(architecture: str) -> type[nn.Module]:
     if architecture not in REGISTRY:
         raise ValueError(f"unknown architecture {architecture!r}; supported: {sorted(REGISTRY)}")
     module, name = REGISTRY[architecture].split(":")
-    return getattr(importlib.import_module(module), name)
+    cls = getattr(importlib.import_module(module), name)
+    return learner_code("5.3", cls) if architecture == "GemmaForCausalLM" else cls  # (the learner's, if selected)
 
 
 def load_model_config(path: str | Path):

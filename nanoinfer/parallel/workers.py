@@ -68,6 +68,11 @@ def init_rank(rank: int, size: int, port: int, device: torch.device, dtype: torc
         enable_peer_all_reduce(device, dtype, all_reduce)
 
 
+def parameter_summary(model: torch.nn.Module) -> dict[str, tuple[tuple[int, ...], float]]:
+    """Each parameter's shape and float64 sum on this rank: which piece of each weight the rank holds."""
+    return {name: (tuple(p.shape), p.double().sum().item()) for name, p in model.named_parameters()}
+
+
 def rank_device(device_type: str, rank: int) -> torch.device:
     return torch.device("cuda", rank) if device_type == "cuda" else torch.device("cpu")
 
@@ -99,7 +104,10 @@ def worker_main(rank: int, size: int, port: int, config, hf_config, model_dir, d
                 disable_peer_all_reduce()
                 dist.destroy_process_group()  # together with every other rank: see WorkerGroup.shutdown
                 break
-            result = getattr(runner, method)(*args)
+            if method == "parameter_summary":  # (the model's, not the runner's: see ParallelModelRunner)
+                result = parameter_summary(runner.model)
+            else:
+                result = getattr(runner, method)(*args)
             if reply:
                 conn.send(("ok", result))
     except BaseException:  # report, then exit: rank 0's collectives fail as this process's sockets close
