@@ -1,4 +1,4 @@
-"""Phase 6 — advanced optimisations. Your code for Exercises 6.1 and 6.2.
+"""Phase 6 — advanced optimisations. Your code for Exercises 6.1 to 6.3.
 
 Check your work with ``make check EX=6.1`` (or ``python -m nanoinfer.check 6.1``).
 Phase 6 has no notebook yet.
@@ -53,3 +53,17 @@ def max_sequences_for_gpu(model_params: dict, gpu_memory_gb: float, gpu_memory_u
     the dtype) minus activation_bytes. Return how many whole sequences that budget holds, never negative.
     """
     raise NotImplementedError("Exercise 6.2: write max_sequences_for_gpu(model_params, gpu_memory_gb, ...)")
+
+
+def predicted_hit_rate(prompts: list[list[int]], block_size: int) -> float:
+    """Exercise 6.3: the prefix cache's hit rate for these prompts, predicted without running the engine.
+
+    The requests arrive one at a time, in order, each generating one token and finishing before the next
+    arrives; the cache is large enough that nothing is evicted. A prompt's blocks are its tokens cut into
+    ``block_size`` pieces. Once computed, every full block is cached. A prompt of n tokens can hit at most
+    (n - 1) // block_size blocks: never the block holding its last token, whose logits must be computed to
+    sample. A block hits when it and every block before it equal the same blocks of an earlier prompt (the
+    hash is chained: equal blocks after a difference do not hit). Return hit tokens / all prompt tokens, the
+    engine's ``cache_stats()["hit_rate"]`` (0.0 for no tokens).
+    """
+    raise NotImplementedError("Exercise 6.3: write predicted_hit_rate(prompts, block_size)")

@@ -1,4 +1,5 @@
-"""Phase 6 — advanced optimisations: prefix-cache hashing (6.1, the engine's own code) and memory planning."""
+"""Phase 6 — advanced optimisations: prefix-cache hashing (6.1, the engine's own code), memory planning (6.2) and
+the hit rate a workload should reach (6.3)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,16 @@ def max_sequences_for_gpu(model_params: dict, gpu_memory_gb: float, gpu_memory_u
         p["num_layers"], p["num_kv_heads"], p["head_dim"], p["max_seq_len"], 1, p.get("dtype", "float16")
     )
     return max(0, int(budget // per_sequence))
+
+
+def predicted_hit_rate(prompts: list[list[int]], block_size: int) -> float:
+    seen: set[tuple[int, ...]] = set()  # every block-aligned prefix cached so far, as its tokens
+    hit_tokens = 0
+    for prompt in prompts:
+        prefixes = [tuple(prompt[: (i + 1) * block_size]) for i in range(len(prompt) // block_size)]
+        cacheable = (len(prompt) - 1) // block_size  # never the block of the last token
+        hits = next((i for i, p in enumerate(prefixes[:cacheable]) if p not in seen), cacheable)
+        hit_tokens += hits * block_size  # (the first miss ends the hits: the hash is chained)
+        seen.update(prefixes)  # every full block, once computed, is cached for later prompts
+    total = sum(len(p) for p in prompts)
+    return hit_tokens / total if total else 0.0
