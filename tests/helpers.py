@@ -209,3 +209,25 @@ def kill_a_worker_during_decode(llm, step: int = 5) -> dict:
 
     llm.events.subscribe(kill)
     return killed
+
+
+def tp2_and_one_rank_tokens(tmp_path: Path, build_context) -> tuple[list[list[int]], list[list[int]]]:
+    """Greedy tokens of random prompts from a TP=2 engine built inside ``build_context()`` and from one rank,
+    on a fresh tiny Llama with biases everywhere (a row-parallel bias must be added once, after the sum)."""
+    import random
+
+    from nanoinfer import LLM, SamplingParams
+
+    rng = random.Random()
+    prompts = [[rng.randrange(512) for _ in range(rng.randint(3, 40))] for _ in range(4)]
+    path = make_tiny_checkpoint("llama", tmp_path, seed=rng.randrange(1000), attention_bias=True, mlp_bias=True)
+    greedy = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+    one = LLM(str(path), max_model_len=256, num_kvcache_blocks=64)
+    want = [o.token_ids for o in one.generate(prompts, greedy, use_tqdm=False)]
+    one.shutdown()
+    with build_context():
+        llm = LLM(str(path), max_model_len=256, num_kvcache_blocks=64, tensor_parallel_size=2)
+    with llm:
+        got = [o.token_ids for o in llm.generate(prompts, greedy, use_tqdm=False)]
+        assert_no_leaks(llm)
+    return got, want

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import random
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import assert_no_leaks, make_tiny_checkpoint
-from nanoinfer import SamplingParams
+from helpers import tp2_and_one_rank_tokens
 
 SETTINGS = settings(max_examples=60, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -94,26 +92,11 @@ def test_bad_input(impl):
             pytest.fail(f"{what}: expected a ValueError naming the value")
 
 
-GREEDY = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
-
 
 @pytest.mark.engine
 def test_in_the_engine_at_two_ranks(engine_code, tmp_path):
     """a TP=2 engine whose ranks load every weight with your shard_weight gives the greedy tokens of one rank"""
-    from nanoinfer import LLM
-
-    rng = random.Random()
-    prompts = [[rng.randrange(512) for _ in range(rng.randint(3, 40))] for _ in range(4)]
-    # biases everywhere (Llama's attention_bias, mlp_bias): a row-parallel bias must be added once, after the sum
-    path = make_tiny_checkpoint("llama", tmp_path, seed=rng.randrange(1000), attention_bias=True, mlp_bias=True)
-    one = LLM(str(path), max_model_len=256, num_kvcache_blocks=64)
-    want = [o.token_ids for o in one.generate(prompts, GREEDY, use_tqdm=False)]
-    one.shutdown()
-    with engine_code():
-        llm = LLM(str(path), max_model_len=256, num_kvcache_blocks=64, tensor_parallel_size=2)
-    with llm:
-        got = [o.token_ids for o in llm.generate(prompts, GREEDY, use_tqdm=False)]
-        assert_no_leaks(llm)
+    got, want = tp2_and_one_rank_tokens(tmp_path, engine_code)
     for i, (a, b) in enumerate(zip(got, want)):
         assert a == b, (f"prompt {i}: TP=2 with your shard_weight generated {a}, one rank {b}: a rank holds the "
                         "wrong piece of some weight (q/k/v and gate/up are column-parallel, o_proj and down_proj row)")

@@ -15,8 +15,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import assert_no_leaks, make_tiny_checkpoint
-from nanoinfer import SamplingParams
+from helpers import tp2_and_one_rank_tokens
 from nanoinfer.workbook.check import TARGET_ENV
 
 SETTINGS = settings(max_examples=40, deadline=None, database=None,
@@ -198,25 +197,10 @@ def test_column_then_row_on_two_processes(impl):
             assert err < 1e-5, f"{what}: rank {rank}'s output is off by {err:.1e} (relative) from one process{hint}"
 
 
-GREEDY = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
-
 
 @pytest.mark.engine
 def test_in_the_engine_at_two_ranks(engine_code, tmp_path):
     """a TP=2 engine whose o_proj and down_proj run your row_parallel_linear gives the greedy tokens of one rank"""
-    from nanoinfer import LLM
-
-    rng = random.Random()
-    prompts = [[rng.randrange(512) for _ in range(rng.randint(3, 40))] for _ in range(4)]
-    # biases everywhere (Llama's attention_bias, mlp_bias): a row-parallel bias must be added once, after the sum
-    path = make_tiny_checkpoint("llama", tmp_path, seed=rng.randrange(1000), attention_bias=True, mlp_bias=True)
-    one = LLM(str(path), max_model_len=256, num_kvcache_blocks=64)
-    want = [o.token_ids for o in one.generate(prompts, GREEDY, use_tqdm=False)]
-    one.shutdown()
-    with engine_code():
-        llm = LLM(str(path), max_model_len=256, num_kvcache_blocks=64, tensor_parallel_size=2)
-    with llm:
-        got = [o.token_ids for o in llm.generate(prompts, GREEDY, use_tqdm=False)]
-        assert_no_leaks(llm)
+    got, want = tp2_and_one_rank_tokens(tmp_path, engine_code)
     for i, (a, b) in enumerate(zip(got, want)):
         assert a == b, f"prompt {i}: TP=2 with your row_parallel_linear generated {a}, one rank {b}"
