@@ -1,7 +1,7 @@
 """Phase 5 — model implementation. Your code for Exercises 5.1 to 5.5.
 
-Check your work with ``make check EX=5.1`` (or ``python -m nanoinfer.check 5.1``).
-Phase 5 has no notebook yet.
+Check your work with ``make check EX=5.1`` (or ``python -m nanoinfer.check 5.1``), or in notebook 05 with
+``check("5.1")``; after a passing check the notebook runs the engine on your code.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Phase 6 — advanced optimisations. Your code for Exercises 6.1 to 6.3.
 
 Check your work with ``make check EX=6.1`` (or ``python -m nanoinfer.check 6.1``).
-Phase 6 has no notebook yet.
+The notebook: notebooks/06_advanced_optimizations.ipynb.
 """
 
 from __future__ import annotations

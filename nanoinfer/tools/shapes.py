@@ -25,6 +25,10 @@ SHAPES: dict[str, dict] = {
                          intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
                          head_dim=64, vocab_size=49152, tie_word_embeddings=True, rope_theta=100000.0,
                          max_position_embeddings=8192, rms_norm_eps=1e-5),
+    "gemma-2b": dict(architectures=["GemmaForCausalLM"], model_type="gemma", hidden_size=2048,
+                     intermediate_size=16384, num_hidden_layers=18, num_attention_heads=8, num_key_value_heads=1,
+                     head_dim=256, vocab_size=256000, tie_word_embeddings=True, rope_theta=10000.0,
+                     max_position_embeddings=8192, rms_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh"),
 }
 
 
