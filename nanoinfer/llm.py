@@ -15,6 +15,7 @@ from nanoinfer.engine.llm_engine import LLMEngine
 from nanoinfer.engine.metrics import requests_frame
 from nanoinfer.engine.sequence import RequestMetrics, Sequence
 from nanoinfer.sampling_params import SamplingParams
+from nanoinfer.serving.stream import StreamOutput, stream_requests
 
 Prompt = str | list[int]
 
@@ -118,21 +119,7 @@ class LLM:
                  use_tqdm: bool = True) -> list[RequestOutput]:
         """Generate for every prompt (text or token ids); results come back in prompt order. Every prompt
         and parameter is checked before any request starts, so bad input fails fast."""
-        prompts = _as_prompt_list(prompts)
-        if sampling_params is None:
-            sampling_params = SamplingParams()
-        if isinstance(sampling_params, SamplingParams):
-            sampling_params = [sampling_params] * len(prompts)
-        elif not isinstance(sampling_params, (list, tuple)):
-            raise TypeError("sampling_params must be a SamplingParams or a list of them, one per prompt; "
-                            f"got {type(sampling_params).__name__}")
-        elif len(sampling_params) != len(prompts):
-            raise ValueError(f"got {len(prompts)} prompts but {len(sampling_params)} SamplingParams")
-        for i, sp in enumerate(sampling_params):
-            if not isinstance(sp, SamplingParams):
-                raise TypeError(f"sampling_params[{i}] must be a SamplingParams, got {type(sp).__name__}")
-        token_ids = [self.engine.tokenize(p, i) for i, p in enumerate(prompts)]
-
+        prompts, sampling_params, token_ids = self._checked(prompts, sampling_params)
         engine = self.engine
         if engine.events:
             engine.events.emit("generate_start", "LLM", num_requests=len(prompts))
@@ -158,6 +145,29 @@ class LLM:
             engine.events.emit("generate_end", "LLM", num_requests=len(prompts))
         return outputs
 
+    def stream(self, prompts: Prompt | Seq[Prompt], sampling_params=None) -> Iterator[StreamOutput]:
+        """Like ``generate``, but yields each request's new token ids and text as the steps produce them: a
+        text delta never splits a character, and the deltas joined are ``generate``'s text. Leaving the loop
+        early aborts what is left (nanoinfer/serving/stream.py)."""
+        return stream_requests(self.engine, *self._checked(prompts, sampling_params))
+
+    def _checked(self, prompts, sampling_params) -> tuple[list[Prompt], list[SamplingParams], list[list[int]]]:
+        """Prompts, one SamplingParams each, and their token ids, all checked before any request starts."""
+        prompts = _as_prompt_list(prompts)
+        if sampling_params is None:
+            sampling_params = SamplingParams()
+        if isinstance(sampling_params, SamplingParams):
+            sampling_params = [sampling_params] * len(prompts)
+        elif not isinstance(sampling_params, (list, tuple)):
+            raise TypeError("sampling_params must be a SamplingParams or a list of them, one per prompt; "
+                            f"got {type(sampling_params).__name__}")
+        elif len(sampling_params) != len(prompts):
+            raise ValueError(f"got {len(prompts)} prompts but {len(sampling_params)} SamplingParams")
+        for i, sp in enumerate(sampling_params):
+            if not isinstance(sp, SamplingParams):
+                raise TypeError(f"sampling_params[{i}] must be a SamplingParams, got {type(sp).__name__}")
+        return prompts, sampling_params, [self.engine.tokenize(p, i) for i, p in enumerate(prompts)]
+
     def chat(self, messages: list[dict] | list[list[dict]], sampling_params: SamplingParams | None = None,
              use_tqdm: bool = False) -> RequestOutput | list[RequestOutput]:
         """Apply the tokenizer's chat template and generate the assistant's reply. ``messages`` is one
@@ -166,14 +176,15 @@ class LLM:
             raise ValueError(f"{self.engine.model_dir} has no tokenizer, so it has no chat template")
         single = bool(messages) and isinstance(messages[0], dict)
         conversations = [messages] if single else messages
-        prompts = []
-        for conv in conversations:
-            text = self.tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
-            # The template already holds any special tokens the model needs; don't add a second BOS.
-            prompts.append(self.tokenizer.encode(text, add_special_tokens=False))
-        outputs = self.generate(prompts, sampling_params or SamplingParams(temperature=0.0, max_tokens=128),
-                                use_tqdm=use_tqdm)
+        outputs = self.generate([self.chat_prompt(c) for c in conversations],
+                                sampling_params or SamplingParams(temperature=0.0, max_tokens=128), use_tqdm=use_tqdm)
         return outputs[0] if single else outputs
+
+    def chat_prompt(self, conversation: list[dict]) -> list[int]:
+        """A conversation's token ids through the tokenizer's chat template, ready for the assistant's reply."""
+        text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        # The template already holds any special tokens the model needs; don't add a second BOS.
+        return self.tokenizer.encode(text, add_special_tokens=False)
 
     def _output(self, seq: Sequence) -> RequestOutput:
         ids = seq.output_token_ids

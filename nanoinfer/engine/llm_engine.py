@@ -192,6 +192,12 @@ class LLMEngine:
         self.scheduler.abort_all()
         self._in_flight = None
 
+    def abort(self, *seqs: Sequence) -> None:
+        """Drop these requests now (a client gone, a stream left early): their KV blocks are free at once."""
+        self.scheduler.abort(*seqs)
+        if not self.scheduler.has_unfinished():
+            self._in_flight = None  # (it holds only aborted sequences' tokens)
+
     # ---- the loop ------------------------------------------------------------------------------
     def step(self) -> list[Sequence]:
         """Run one engine step; return the sequences that finished in it.

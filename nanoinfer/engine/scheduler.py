@@ -221,10 +221,15 @@ class Scheduler:
             self.bus.emit("finished", "Scheduler", seq.seq_id, reason=reason,
                           num_output_tokens=seq.num_output_tokens)
 
+    def abort(self, *seqs: Sequence) -> None:
+        """Drop these requests (a client gone, an error) so that their KV blocks are free at once."""
+        for seq in seqs:
+            if seq.status == SequenceStatus.RUNNING:  # (a waiting sequence holds no blocks)
+                self.block_manager.free(seq)
+            if not seq.is_finished:
+                seq.status, seq.finish_reason = SequenceStatus.FINISHED, "abort"
+        self.running = [s for s in self.running if not s.is_finished]
+        self.waiting = [s for s in self.waiting if not s.is_finished]
+
     def abort_all(self) -> None:
-        """Drop every request (after an error or an interrupt) so that no KV block stays held."""
-        for seq in self.running:
-            self.block_manager.free(seq)
-        for seq in self.running + self.waiting:
-            seq.status, seq.finish_reason = SequenceStatus.FINISHED, "abort"
-        self.running, self.waiting = [], []
+        self.abort(*self.running, *self.waiting)

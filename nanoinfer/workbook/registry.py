@@ -67,6 +67,8 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
     Exercise("6.2", "phase6_optimizations", ("calculate_kv_cache_memory", "max_sequences_for_gpu"),
              "the KV-cache memory calculator"),
     Exercise("6.3", "phase6_optimizations", ("predicted_hit_rate",), "a workload's prefix-cache hit rate, predicted"),
+    Exercise("8.3", "phase8_serving", ("arrival_times", "simulate_arrivals"),
+             "Poisson arrivals driving the engine's step loop, and the latencies they see"),
 ]}
 
 _pinned: frozenset[str] | None = None  # set by select_exercises / use_exercises; None: follow the variable
