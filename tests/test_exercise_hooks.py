@@ -46,7 +46,7 @@ def greedy_tokens(llm, prompts, params=GREEDY) -> list[list[int]]:
 
 def test_hooks_are_covered():
     """This file tests every exercise that has an engine hook."""
-    tested = {"2.2", "2.3", "2.4", "3.1", "3.2", "3.3", "4.1", "4.2", "5.1", "5.2", "5.3", "5.5", "6.1"}
+    tested = {"2.2", "2.3", "2.4", "3.1", "3.2", "3.3", "4.1", "4.2", "5.1", "5.2", "5.3", "5.5", "6.1", "7.1"}
     assert tested == {e.id for e in EXERCISES.values() if e.hook}
 
 
@@ -234,3 +234,19 @@ def test_model_family(wrong, reference):
     prompts = ref.prompts[:3]
     assert greedy_tokens(build(ref.path), prompts) == [t[:8] for t in ref.greedy[:3]]
     assert greedy_tokens(build(ref.path, "5.3"), prompts) != [t[:8] for t in ref.greedy[:3]]
+
+
+def test_suite_runner(wrong, tiny_llama):
+    """Exercise 7.1: nanoinfer.bench.suite runs the learner's run_suite when it is selected."""
+    from nanoinfer import bench
+    from nanoinfer.tools.bench import run_suite
+
+    def first_setting_only(workloads, settings, build, measure, progress=True):
+        return run_suite(workloads, settings[:1], build, measure, progress)
+
+    wrong("7.1", first_setting_only, "run_suite")
+    args = (["chatbot"], [{"max_num_seqs": 1}, {"max_num_seqs": 4}])
+    knobs = dict(model=str(tiny_llama), scale=1 / 64, progress=False)
+    assert list(bench.suite(*args, **knobs).max_num_seqs) == [1, 4]
+    with use_exercises("7.1"):
+        assert list(bench.suite(*args, **knobs).max_num_seqs) == [1]

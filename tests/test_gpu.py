@@ -460,3 +460,12 @@ def test_tensor_parallel_shutdown_with_nccl_graphs_held(tiny_qwen3):
     report = run_in_child(_HELD_GRAPHS, tiny_qwen3, timeout=180)
     assert report["replayed_steps"] > 0, report
     assert report["shutdown_s"] < 30, report
+
+
+def test_bench_samples_gpu_utilisation(tiny_qwen3):
+    """a benchmark run on the GPU records NVML samples of utilisation and memory"""
+    from nanoinfer import bench
+
+    row = bench.run("chatbot", model=str(tiny_qwen3), scale=1 / 8, progress=False, gpu_memory_utilization=0.3)
+    assert row.attrs["gpu_samples"] and 0 <= row.gpu_util_mean.iloc[0] <= 100
+    assert row.gpu_mem_peak_gb.iloc[0] > 0 and row.device.iloc[0].startswith("cuda")

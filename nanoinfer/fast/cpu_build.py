@@ -65,7 +65,42 @@ def _compile(compiler: list[str], source: Path, path: Path) -> str | None:
                 os.unlink(leftover)
 
 
-def build_and_load(source: Path, what: str) -> ctypes.CDLL | None:
+class ProfiledFunction:
+    """A C function that shows in torch.profiler as a ``cpu_kernel::NAME`` range while a profiler runs (torch
+    cannot see into ctypes calls otherwise); ``argtypes``/``restype`` pass through to the function."""
+
+    __slots__ = ("_fn", "_label")
+
+    def __init__(self, name: str, fn) -> None:
+        object.__setattr__(self, "_fn", fn)
+        object.__setattr__(self, "_label", f"cpu_kernel::{name}")
+
+    def __call__(self, *args):
+        if not torch.autograd.profiler._is_profiler_enabled and not torch._C._autograd._profiler_enabled():
+            return self._fn(*args)
+        with torch.profiler.record_function(self._label):
+            return self._fn(*args)
+
+    def __getattr__(self, name: str):
+        return getattr(self._fn, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        setattr(self._fn, name, value)
+
+
+class ProfiledLibrary:
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self._lib, self._functions = lib, {}
+
+    def __getattr__(self, name: str) -> ProfiledFunction:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in self._functions:
+            self._functions[name] = ProfiledFunction(name, getattr(self._lib, name))
+        return self._functions[name]
+
+
+def build_and_load(source: Path, what: str) -> ProfiledLibrary | None:
     """The library built from ``source``, compiled if the cache has none; None when it cannot be built (a warning
     names ``what`` the first time; a marker file keeps later processes from trying again). Callers cache it."""
     from nanoinfer.tools.convert import cache_dir
@@ -88,7 +123,7 @@ def build_and_load(source: Path, what: str) -> ctypes.CDLL | None:
                                   "again)")
                     return None
         # torch has loaded its own libgomp.so.1; the kernels' OpenMP calls resolve to it: one thread pool
-        return ctypes.CDLL(str(path))
+        return ProfiledLibrary(ctypes.CDLL(str(path)))
     except (OSError, subprocess.SubprocessError) as error:
         warnings.warn(f"could not build or load {what}: {error}; using torch instead")
         return None

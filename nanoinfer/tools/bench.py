@@ -1,196 +1,224 @@
-"""Throughput benchmark: one workload through nanoinfer and through a peer, measured in the same run.
+"""The benchmark: workloads through the engine, measured as a table; the same run beside a peer; suites and sweeps.
+
+Python (one row per run, a DataFrame; ``nanoinfer.bench`` is this module):
+
+    from nanoinfer import bench
+    bench.run("chatbot", scale=1/16)                                  # builds an engine for the workload
+    bench.run(workload, llm=llm)                                      # or measures one you built
+    bench.suite(["chatbot", "rag_qa"], [{"max_num_seqs": 4}, {"max_num_seqs": 16}], scale=1/16)
+    bench.sweep("chatbot", "max_num_seqs", [1, 4, 16], scale=1/16)
+
+Command line (the same table, plus transformers on the same workload, and a JSON record):
 
     python -m nanoinfer.bench                          # CPU: 32 mixed requests on SmolLM2 vs transformers
     python -m nanoinfer.bench --model qwen3-0.6b       # GPU: nano-vllm's workload on random Qwen3-0.6B weights
-    python -m nanoinfer.bench --workload rag_qa --peer none
-    python -m nanoinfer.bench --model qwen3-0.6b --peer transformers --peer-requests 64
+    python -m nanoinfer.bench --suite --scale 0.0625   # the six seed workloads, scaled down, no peer
+    python -m nanoinfer.bench --workload chatbot --sweep max_num_seqs=1,4,16 --scale 0.0625
 
-Requests are random token ids with ``ignore_eos``, so every request produces exactly its requested tokens. Two
-throughputs are reported per engine: *requested* tokens per second (what a user receives) and *generated* tokens
-per second (all the engine decoded: transformers runs each batch to its longest request); the ratio on generated
-tokens credits the peer for its extra tokens. The memory roofline (``roofline``) is the fastest any engine could
-decode this workload on this machine, at the copy bandwidth measured here.
+Requests are random token ids with ``ignore_eos``, so every request produces exactly its requested tokens, all
+queued at once (offline serving: TTFT includes the wait for a place in the batch). Two throughputs per engine:
+*requested* tokens per second (what users receive) and *generated* (all the engine decoded: transformers runs
+each batch to its longest request). Latencies come from each request's own timestamps (``RequestMetrics``):
+time to first token (TTFT), time per output token after the first (TPOT) and end to end, at p50/p90/p99. The
+roofline (``tools/roofline.py``) is the fastest any engine could run the workload on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
-import random
+import subprocess
+import sys
 import time
 from contextlib import suppress
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from nanoinfer import LLM, SamplingParams
-from nanoinfer.tools.shapes import shape_config
+from nanoinfer.tools.gpu_monitor import GpuMonitor
+from nanoinfer.tools.peer import Result, hf_model, run_transformers_generate, run_transformers_generate_batch
+from nanoinfer.tools.roofline import ModelCost, machine_rates, workload_floor
+from nanoinfer.tools.workloads import SEED_CATEGORIES, WORKLOADS, Workload, named_workload, random_workload
+from nanoinfer.workbook.registry import learner_code
+
+__all__ = ["run", "suite", "sweep", "run_suite", "pick_settings", "latency_percentiles", "Workload", "WORKLOADS", "SEED_CATEGORIES",
+           "named_workload", "random_workload", "main"]
+
+PERCENTILES = (50, 90, 99)
+LATENCIES = {"ttft": "time_to_first_token", "tpot": "time_per_output_token", "e2e": "e2e_latency"}  # RequestMetrics
+KNOBS = ("max_num_seqs", "max_num_batched_tokens", "kvcache_block_size", "gpu_memory_utilization")  # in every row
 
 
-@dataclass
-class Workload:
-    name: str
-    prompts: list[list[int]]
-    output_lens: list[int]
-    temperature: float = 0.0
-
-    @property
-    def num_output_tokens(self) -> int:
-        return sum(self.output_lens)
-
-    @property
-    def num_prompt_tokens(self) -> int:
-        return sum(len(p) for p in self.prompts)
-
-    def head(self, n: int) -> "Workload":
-        return Workload(f"{self.name}[:{n}]", self.prompts[:n], self.output_lens[:n], self.temperature)
+def latency_percentiles(metrics) -> dict:
+    """``{ttft,tpot,e2e}_ms_p{50,90,99}`` over a list of RequestMetrics (numpy's linear interpolation between
+    ranks); a latency no request has (TPOT of one-token outputs) is NaN."""
+    out = {}
+    for name, attr in LATENCIES.items():
+        values = [v for v in (getattr(m, attr) for m in metrics) if v is not None]
+        for q in PERCENTILES:
+            out[f"{name}_ms_p{q}"] = 1e3 * float(np.percentile(values, q)) if values else math.nan
+    return out
 
 
-# name: (requests, prompt length range, output length range, temperature); a fixed length is (n, n)
-WORKLOADS = {
-    "cpu-mixed": (32, (16, 256), (32, 128), 0.0),
-    "nano-vllm": (256, (100, 1024), (100, 1024), 0.6),  # nano-vllm's bench.py
-    "chatbot": (256, (128, 128), (256, 256), 0.6),
-    "rag_qa": (128, (2048, 2048), (64, 64), 0.6),
-    "code_gen": (256, (512, 512), (512, 512), 0.6),
-    "summarization": (64, (4096, 4096), (256, 256), 0.6),
-    "repeated_prefix": (256, (1024, 1024), (128, 128), 0.6),  # every prompt shares its first 960 tokens
-}
+def _workload(workload: str | Workload, vocab_size: int, scale: float, seed: int) -> Workload:
+    return workload if isinstance(workload, Workload) else named_workload(workload, vocab_size, seed, scale=scale)
 
 
-def random_workload(num_requests: int, prompt_range: tuple[int, int], output_range: tuple[int, int],
-                    vocab_size: int, seed: int = 0, temperature: float = 0.0, name: str = "random",
-                    shared_prefix: int = 0) -> Workload:
-    rng = random.Random(seed)
-    prefix = [rng.randrange(vocab_size) for _ in range(shared_prefix)]
-    prompts = []
-    for _ in range(num_requests):
-        n = rng.randint(*prompt_range)
-        prompts.append(prefix[:n] + [rng.randrange(vocab_size) for _ in range(n - min(n, shared_prefix))])
-    return Workload(name, prompts, [rng.randint(*output_range) for _ in range(num_requests)], temperature)
+def _needed_len(workload: str | Workload, scale: float) -> int:
+    """``max_model_len`` that holds the workload's longest request (known before the model is loaded)."""
+    if isinstance(workload, Workload):
+        return workload.max_len + 1
+    spec = WORKLOADS[workload]
+    return max(4, round(spec.prompt[1] * scale)) + max(2, round(spec.output[1] * scale)) + 1
 
 
-def named_workload(name: str, vocab_size: int, seed: int = 0, num_requests: int | None = None) -> Workload:
-    n, prompt, output, temperature = WORKLOADS[name]
-    shared = 960 if name == "repeated_prefix" else 0
-    return random_workload(num_requests or n, prompt, output, vocab_size, seed, temperature, name, shared)
+def run(workload: str | Workload, llm: LLM | None = None, *, model: str | None = None, scale: float = 1.0,
+        seed: int = 0, progress: bool = True, **knobs):
+    """Run one workload (a name in ``WORKLOADS`` or a ``Workload``) and return a one-row DataFrame: throughput,
+    latency percentiles, phase shares, KV blocks, preemptions, prefix-cache hits, GPU utilisation (NVML), and the
+    engine's knobs. Pass ``llm`` to measure an engine you built, or ``model`` and knobs to build one for this
+    run (shut down afterwards). ``.attrs``: the per-request table and the step timeline."""
+    if llm is not None and (knobs or model is not None):
+        raise ValueError("pass either llm= or model=/knobs to build one, not both")
+    own = llm is None
+    if own:
+        llm = LLM(model, **{"max_model_len": _needed_len(workload, scale), **knobs})
+    try:
+        return _measure(llm, _workload(workload, llm.engine.hf_config.vocab_size, scale, seed), scale, progress)
+    finally:
+        if own:
+            llm.shutdown()
 
 
-@dataclass
-class Result:
-    engine: str
-    seconds: float
-    requested_tokens: int  # tokens the requests asked for
-    generated_tokens: int  # tokens the engine decoded (padding to the longest request included)
-    num_requests: int
-
-    @property
-    def requested_per_s(self) -> float:
-        return self.requested_tokens / self.seconds
-
-    @property
-    def generated_per_s(self) -> float:
-        return self.generated_tokens / self.seconds
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def run_nanoinfer(llm, workload: Workload) -> Result:
-    # No per-request seeds: with the torch sampler a seeded request draws its noise from its own generator.
-    params = [SamplingParams(temperature=workload.temperature, max_tokens=n, ignore_eos=True)
-              for n in workload.output_lens]
+def _measure(llm: LLM, w: Workload, scale: float, progress: bool):
+    params = [SamplingParams(temperature=w.temperature, max_tokens=n, ignore_eos=True) for n in w.output_lens]
     llm.generate([[1, 2, 3]], SamplingParams(max_tokens=2), use_tqdm=False)  # warm-up
     llm.reset_metrics()
-    t0 = time.perf_counter()
-    outputs = llm.generate(workload.prompts, params, use_tqdm=False)
-    seconds = time.perf_counter() - t0
+    before = llm.cache_stats()
+    device = llm.engine.device
+    with GpuMonitor(device) as monitor:
+        t0 = time.perf_counter()
+        outputs = llm.generate(w.prompts, params, use_tqdm=progress)
+        seconds = time.perf_counter() - t0
     produced = sum(len(o.token_ids) for o in outputs)
-    assert produced == workload.num_output_tokens, "nanoinfer produced a different number of tokens than requested"
-    return Result("nanoinfer", seconds, produced, produced, len(workload.prompts))
+    if produced != w.num_output_tokens:
+        raise RuntimeError(f"the engine produced {produced} tokens, the workload asked for {w.num_output_tokens}")
+    after, steps = llm.cache_stats(), llm.step_timeline()
+    hits, misses = after["hit_tokens"] - before["hit_tokens"], after["miss_tokens"] - before["miss_tokens"]
+    by_phase = steps.groupby("phase")["seconds"].sum()
+    decode = steps[steps.phase == "decode"]
+    row = {
+        "workload": w.name, "scale": scale, "requests": len(w.prompts), "prompt_tokens": w.num_prompt_tokens,
+        "output_tokens": produced, "seconds": seconds, "requests_per_s": len(w.prompts) / seconds,
+        "requested_tok_s": w.num_output_tokens / seconds, "generated_tok_s": produced / seconds,
+        **latency_percentiles([o.metrics for o in outputs]),
+        "prefill_share": by_phase.get("prefill", 0.0) / steps.seconds.sum(),
+        "decode_share": by_phase.get("decode", 0.0) / steps.seconds.sum(),
+        "steps": len(steps), "prefill_steps": int((steps.phase == "prefill").sum()), "decode_steps": len(decode),
+        "mean_decode_batch": float(decode.num_seqs.mean()) if len(decode) else math.nan,
+        "peak_kv_blocks": int(steps.used_blocks.max()), "kv_blocks": llm.block_manager.num_blocks,
+        "preemptions": int(steps.num_preempted.sum()),
+        "prefix_hit_rate": hits / (hits + misses) if hits + misses else 0.0,
+        "gpu_util_mean": math.nan, "gpu_util_max": math.nan, "gpu_mem_peak_gb": math.nan,
+        **monitor.summary(),
+        **{k: getattr(llm.config, k) for k in KNOBS}, "device": str(device),
+    }
+    frame = pd.DataFrame([row])
+    frame.attrs.update(requests=llm.requests_frame(outputs), metrics=[o.metrics for o in outputs], timeline=steps,
+                       gpu_samples=monitor.samples)
+    return frame
 
 
-def _hf_model(model_dir: str | None, shape: str | None, dtype: torch.dtype, device: torch.device, attn: str):
-    from transformers import AutoModelForCausalLM
-
-    if model_dir is not None:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=attn)
-    else:  # a named shape: transformers' own random initialisation, same architecture and size
-        config = shape_config(shape)
-        config._attn_implementation = attn
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
-    return model.to(device).eval()
-
-
-def run_transformers_generate(model, workload: Workload, batch_size: int, device: torch.device) -> Result:
-    """transformers' padded ``generate``: ``batch_size`` requests at a time, left-padded, to the longest output."""
-
-    def run_batch(prompts, max_new):
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=device)  # 0: padding
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        kwargs = dict(do_sample=workload.temperature > 0, pad_token_id=0)
-        if workload.temperature > 0:
-            kwargs.update(temperature=workload.temperature, top_k=0, top_p=1.0)
-        with torch.inference_mode():
-            out = model.generate(ids, attention_mask=mask, max_new_tokens=max_new, min_new_tokens=max_new, **kwargs)
-        return out.shape[1] - width
-
-    run_batch([[1, 2, 3]], 2)  # warm-up
-    generated = 0
-    _sync(device)
-    t0 = time.perf_counter()
-    for start in range(0, len(workload.prompts), batch_size):
-        prompts = workload.prompts[start : start + batch_size]
-        generated += run_batch(prompts, max(workload.output_lens[start : start + batch_size])) * len(prompts)
-    _sync(device)
-    return Result(f"transformers generate (batch {batch_size})", time.perf_counter() - t0,
-                  workload.num_output_tokens, generated, len(workload.prompts))
+def run_suite(workloads: list, settings: list[dict], build, measure, progress: bool = True) -> pd.DataFrame:
+    """One engine per setting (``build(**setting)``), every workload through it (``measure(workload, llm)``, one
+    row each), engines shut down even when a run fails; one DataFrame, a row per (setting, workload) in that
+    order, with the setting's knobs as columns. Exercise 7.1 (``exercises/phase7_benchmarking.py``)."""
+    rows = []
+    with tqdm(total=len(settings) * len(workloads), desc="benchmark", unit="run", disable=not progress) as bar:
+        for setting in settings:
+            llm = build(**setting)
+            try:
+                for workload in workloads:
+                    rows.append(measure(workload, llm).assign(**setting))
+                    bar.update()
+            finally:
+                llm.shutdown()
+    return pd.concat(rows, ignore_index=True)
 
 
-def run_transformers_generate_batch(model, workload: Workload, device: torch.device) -> Result:
-    """transformers' paged continuous batching (``generate_batch``): one config, so all run to the longest."""
-    from transformers import GenerationConfig
+def suite(workloads: list, settings: list[dict] | None = None, *, model: str | None = None, scale: float = 1.0,
+          seed: int = 0, progress: bool = True):
+    """Every workload under every setting of knobs (default: the engine's defaults), one row per pair."""
+    settings = list(settings) if settings else [{}]
+    need = max(_needed_len(w, scale) for w in workloads)
 
-    config = GenerationConfig(max_new_tokens=max(workload.output_lens), min_new_tokens=max(workload.output_lens),
-                              do_sample=workload.temperature > 0, temperature=workload.temperature or None,
-                              top_k=0, top_p=1.0, eos_token_id=-1, pad_token_id=0)
-    warm_up = GenerationConfig(max_new_tokens=2, eos_token_id=-1, pad_token_id=0)
-    model.generate_batch(inputs=[[1, 2, 3]], generation_config=warm_up, progress_bar=False)
-    _sync(device)
-    t0 = time.perf_counter()
-    outputs = model.generate_batch(inputs=workload.prompts, generation_config=config, progress_bar=False)
-    _sync(device)
-    seconds = time.perf_counter() - t0
-    return Result("transformers generate_batch (paged)", seconds, workload.num_output_tokens,
-                  sum(len(o.generated_tokens) for o in outputs.values()), len(workload.prompts))
+    def build(**knobs) -> LLM:
+        return LLM(model, **{"max_model_len": need, **knobs})
 
+    def measure(workload, llm: LLM):
+        row = _measure(llm, _workload(workload, llm.engine.hf_config.vocab_size, scale, seed), scale, False)
+        row.attrs.clear()  # (pandas compares the attrs of the frames it concatenates: tables there would fail)
+        return row
 
-def copy_bandwidth(device: torch.device, nbytes: int = 1 << 30) -> float:
-    """Bytes per second of a large copy, counting bytes read plus bytes written."""
-    a = torch.empty(nbytes // 2, dtype=torch.uint8, device=device).fill_(1)
-    b = a.clone()  # a first copy, not timed
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(5):
-        b.copy_(a)
-    _sync(device)
-    return 2 * a.numel() * 5 / (time.perf_counter() - t0)
+    return learner_code("7.1", run_suite)(list(workloads), settings, build, measure, progress=progress)
 
 
-def roofline(llm, workload: Workload, bandwidth: float) -> dict:
-    """The memory floor of decoding this workload: weights once per decode step (as many steps as the
-    longest output, all requests running together) plus each sequence's KV cache once per token."""
-    report = llm.engine.memory_report()
-    weights, per_token = report["weights_bytes"], report["kv_bytes_per_token"]
-    kv = sum((n * len(p) + n * (n - 1) // 2) * per_token for p, n in zip(workload.prompts, workload.output_lens))
-    steps = max(workload.output_lens)
-    seconds = (steps * weights + kv) / bandwidth
-    return {"weight_bytes": weights, "kv_read_bytes": kv, "decode_steps": steps, "bandwidth_Bps": bandwidth,
-            "floor_seconds": seconds, "tokens_per_s": workload.num_output_tokens / seconds}
+def sweep(workload: str | Workload, knob: str, values: list, *, model: str | None = None, scale: float = 1.0,
+          seed: int = 0, progress: bool = True, **fixed):
+    """One workload under each value of one knob (other knobs fixed): a row per value."""
+    return suite([workload], [{**fixed, knob: v} for v in values], model=model, scale=scale, seed=seed,
+                 progress=progress)
+
+
+def pick_settings(sweep: pd.DataFrame, objective: str, maximize: bool = True, at_most: dict | None = None,
+                  at_least: dict | None = None) -> pd.Series:
+    """The row of ``sweep`` with the best ``objective`` among the rows that meet every bound (``column <=
+    at_most[column]``, ``column >= at_least[column]``; a NaN meets none), the first such row on a tie.
+    Exercise 7.3's reference: for example the most tokens/s with p99 TTFT under 500 ms is
+    ``pick_settings(sweep, "generated_tok_s", at_most={"ttft_ms_p99": 500})``."""
+    bounds = {**(at_most or {}), **(at_least or {})}
+    missing = [c for c in (objective, *bounds) if c not in sweep.columns]
+    if missing:
+        raise ValueError(f"the sweep has no column {missing}; it has {list(sweep.columns)}")
+    meets = pd.Series(True, index=sweep.index)
+    for column, bound in (at_most or {}).items():
+        meets &= sweep[column] <= bound
+    for column, bound in (at_least or {}).items():
+        meets &= sweep[column] >= bound
+    candidates = sweep[meets & sweep[objective].notna()]
+    if candidates.empty:
+        raise ValueError(f"no row of the sweep meets at_most={at_most} and at_least={at_least}")
+    best = candidates[objective].idxmax() if maximize else candidates[objective].idxmin()
+    return candidates.loc[best]
+
+
+def run_nanoinfer(llm: LLM, workload: Workload) -> Result:
+    """The engine's run as the peer comparison's Result (the table row is in ``.row``)."""
+    row = _measure(llm, workload, 1.0, progress=False)
+    result = Result("nanoinfer", row.seconds.iloc[0], workload.num_output_tokens, int(row.output_tokens.iloc[0]),
+                    len(workload.prompts))
+    result.row = row
+    return result
+
+
+def provenance(commit: str | None = None) -> dict:
+    """The four facts every record carries: card, date, command, commit (``git`` when run in a checkout)."""
+    if commit is None:
+        with suppress(Exception):
+            head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                  check=True, cwd=Path(__file__).parent).stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                   text=True, cwd=Path(__file__).parent).stdout.strip()
+            commit = head + (" + uncommitted changes" if dirty else "")
+    return {"card": environment()["device"], "date": time.strftime("%Y-%m-%d"),
+            "command": "python -m nanoinfer.bench " + " ".join(sys.argv[1:]), "commit": commit or "unknown"}
 
 
 def environment() -> dict:
@@ -204,11 +232,30 @@ def environment() -> dict:
     return env
 
 
+COLUMNS = ["workload", "requests", "requested_tok_s", "requests_per_s", "ttft_ms_p50", "ttft_ms_p99", "tpot_ms_p50",
+           "tpot_ms_p99", "e2e_ms_p99", "prefill_share", "peak_kv_blocks", "preemptions", "prefix_hit_rate"]
+
+
+def _print_table(frame, extra: tuple = ()) -> None:
+    columns = [c for c in (*extra, *COLUMNS, "gpu_util_mean") if c in frame and not frame[c].isna().all()]
+    print(frame[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+
+
+def _parse_sweep(text: str) -> tuple[str, list]:
+    knob, _, values = text.partition("=")
+    if not values:
+        raise SystemExit(f"--sweep takes KNOB=V1,V2,... (for example max_num_seqs=1,4,16), got {text!r}")
+    return knob, [json.loads(v) for v in values.split(",")]
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="a Hugging Face directory or a named shape with random weights (qwen3-0.6b, "
                                    "qwen3-8b, llama-3.2-1b, ...); default: the embedded SmolLM2")
     p.add_argument("--workload", choices=sorted(WORKLOADS), help="default: nano-vllm on a GPU, cpu-mixed on a CPU")
+    p.add_argument("--suite", action="store_true", help="run the six seed workloads (no peer)")
+    p.add_argument("--sweep", metavar="KNOB=V1,V2,...", help="run --workload under each value of one knob (no peer)")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply request counts and lengths (0 < scale <= 1)")
     p.add_argument("--num-requests", type=int), p.add_argument("--temperature", type=float)
     p.add_argument("--min-prompt", type=int), p.add_argument("--max-prompt", type=int)
     p.add_argument("--min-output", type=int), p.add_argument("--max-output", type=int)
@@ -228,69 +275,111 @@ def main(argv: list[str] | None = None) -> dict:
                    help="torch.compile the small ops (default: on for CUDA, off for CPU)")
     p.add_argument("--fused-attention-prologue", action=argparse.BooleanOptionalAction, default=True,
                    help="GPU: q/k norms, rotary and the KV-cache write as one Triton kernel per layer")
+    p.add_argument("--commit", default=None, help="the commit measured, for the record (default: git's HEAD)")
     p.add_argument("--json-out", default=None, help="also write the JSON record to this file")
     args = p.parse_args(argv)
 
-    gpu = torch.cuda.is_available()
-    name = args.workload or ("nano-vllm" if gpu else "cpu-mixed")
-    n, prompt_range, output_range, temperature = WORKLOADS[name]
-    custom = any(v is not None for v in (args.min_prompt, args.max_prompt, args.min_output, args.max_output))
-    prompt_range = (args.min_prompt or prompt_range[0], args.max_prompt or prompt_range[1])
-    output_range = (args.min_output or output_range[0], args.max_output or output_range[1])
-    temperature = temperature if args.temperature is None else args.temperature
-    max_model_len = args.max_model_len or prompt_range[1] + output_range[1] + 1
     knobs = dict(dtype=args.dtype, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
-                 max_model_len=max_model_len, tensor_parallel_size=args.tensor_parallel_size,
-                 enforce_eager=args.enforce_eager, attention_backend=args.attention_backend, compile=args.compile,
+                 tensor_parallel_size=args.tensor_parallel_size, enforce_eager=args.enforce_eager,
+                 attention_backend=args.attention_backend, compile=args.compile,
                  async_scheduling=args.async_scheduling, fused_attention_prologue=args.fused_attention_prologue)
     if args.block_size:
         knobs["kvcache_block_size"] = args.block_size
+    if args.max_model_len:
+        knobs["max_model_len"] = args.max_model_len
+    record = provenance(args.commit)
+    if args.suite or args.sweep:
+        record.update(_table_main(args, knobs))
+    else:
+        record.update(_compare_main(args, knobs))
+    line = json.dumps(record, default=str)
+    print(line)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            f.write(line + "\n")
+    return record
+
+
+def _table_main(args, knobs: dict) -> dict:
+    """--suite / --sweep: the table, no peer."""
+    if args.sweep:
+        if not args.workload:
+            raise SystemExit("--sweep needs --workload")
+        knob, values = _parse_sweep(args.sweep)
+        knobs.pop(knob, None)
+        frame = sweep(args.workload, knob, values, model=args.model, scale=args.scale, seed=args.seed, **knobs)
+        _print_table(frame, extra=(knob, "steps", "mean_decode_batch"))
+    else:
+        names = [args.workload] if args.workload else list(SEED_CATEGORIES)
+        frame = suite(names, [knobs], model=args.model, scale=args.scale, seed=args.seed)
+        _print_table(frame)
+    return {"model": args.model or "SmolLM2-135M-Instruct", "rows": frame.to_dict(orient="records"),
+            "env": environment()}
+
+
+def _compare_main(args, knobs: dict) -> dict:
+    """The default: one workload through nanoinfer, its roofline, then through transformers."""
+    gpu = torch.cuda.is_available()
+    name = args.workload or ("nano-vllm" if gpu else "cpu-mixed")
+    spec = WORKLOADS[name]
+    custom = any(v is not None for v in (args.min_prompt, args.max_prompt, args.min_output, args.max_output))
+    prompt_range = (args.min_prompt or spec.prompt[0], args.max_prompt or spec.prompt[1])
+    output_range = (args.min_output or spec.output[0], args.max_output or spec.output[1])
+    temperature = spec.temperature if args.temperature is None else args.temperature
+    knobs.setdefault("max_model_len", prompt_range[1] + output_range[1] + 1)
     t0 = time.perf_counter()
     llm = LLM(args.model, **knobs)
     startup = time.perf_counter() - t0
     vocab = llm.engine.hf_config.vocab_size
     if custom:
-        workload = random_workload(args.num_requests or n, prompt_range, output_range, vocab, args.seed, temperature,
-                                   name="custom")
+        workload = random_workload(args.num_requests or spec.requests, prompt_range, output_range, vocab, args.seed,
+                                   temperature, name="custom")
     else:
-        workload = named_workload(name, vocab, args.seed, args.num_requests)
+        workload = named_workload(name, vocab, args.seed, args.num_requests, scale=args.scale)
         workload.temperature = temperature
     print(f"{llm}\nstart-up {startup:.1f} s; workload {workload.name}: {len(workload.prompts)} requests, prompts "
-          f"{prompt_range[0]}-{prompt_range[1]} tokens ({workload.num_prompt_tokens} in all), outputs "
-          f"{output_range[0]}-{output_range[1]} ({workload.num_output_tokens} in all), temperature "
-          f"{workload.temperature}, ignore_eos")
+          f"{min(map(len, workload.prompts))}-{max(map(len, workload.prompts))} tokens ({workload.num_prompt_tokens} "
+          f"in all), outputs {min(workload.output_lens)}-{max(workload.output_lens)} ({workload.num_output_tokens} in "
+          f"all), temperature {workload.temperature}, ignore_eos")
 
-    results = [run_nanoinfer(llm, workload)]
+    ours = run_nanoinfer(llm, workload)
+    results = [ours]
+    _print_table(ours.row)
     phases = llm.engine.metrics.summary()
     host = llm.step_timeline().groupby("phase")[["schedule_s", "model_s", "postprocess_s"]].mean() * 1e3
     print("mean ms per step (schedule / model incl. prepare and sampling / postprocess):\n" + host.round(3).to_string())
-    graphs = llm.model_runner.graphs
     print("nanoinfer phases: " + ", ".join(f"{k} {v['steps']} steps {v['seconds']:.2f} s ({v['tokens_per_s']:.0f} tok/s)"
                                           for k, v in phases.items())
           + (f"; decode {1e3 * phases['decode']['seconds'] / phases['decode']['steps']:.2f} ms/step"
              if phases["decode"]["steps"] else ""))
-    roof = roofline(llm, workload, copy_bandwidth(llm.engine.device))
-    print(f"memory roofline: {roof['tokens_per_s']:.0f} tok/s ({roof['kv_read_bytes'] / 1e12:.2f} TB of KV reads + "
-          f"{roof['decode_steps']} steps x {roof['weight_bytes'] / 1e9:.2f} GB of weights at "
-          f"{roof['bandwidth_Bps'] / 1e12:.2f} TB/s); nanoinfer reaches "
-          f"{results[0].generated_per_s / roof['tokens_per_s']:.0%} of it")
+    rates = machine_rates(llm.engine.device, llm.engine.dtype)
+    roof = workload_floor(ModelCost.of(llm), workload, rates, llm.config.max_num_batched_tokens)
+    print(f"roofline: {roof['tokens_per_s']:.0f} tok/s (prefill {roof['prefill']['floor_s']:.3f} s, "
+          f"{roof['prefill']['bound']}-bound; decode {roof['decode']['floor_s']:.3f} s, {roof['decode']['bound']}-bound: "
+          f"{roof['decode_steps']} steps x {roof['weight_bytes'] / 1e9:.2f} GB of weights + "
+          f"{roof['kv_read_bytes'] / 1e9:.2f} GB of KV reads at {roof['bandwidth_Bps'] / 1e12:.2f} TB/s, matmuls at "
+          f"{roof['matmul_flops'] / 1e12:.1f} TFLOP/s); nanoinfer reaches {ours.generated_per_s / roof['tokens_per_s']:.0%} of it")
 
     peer_workload = workload if args.peer_requests is None else workload.head(args.peer_requests)
     if args.peer_requests is not None:
-        results.append(replace(run_nanoinfer(llm, peer_workload), engine=f"nanoinfer (first {args.peer_requests})"))
+        first = run_nanoinfer(llm, peer_workload)
+        first.engine = f"nanoinfer (first {args.peer_requests})"
+        results.append(first)
     model_dir = str(llm.engine.model_dir) if llm.engine.model_dir else None
     dtype, device = llm.engine.dtype, llm.engine.device
+    graphs = llm.model_runner.graphs
     record = {"workload": {"name": workload.name, "requests": len(workload.prompts),
                            "prompt_tokens": workload.num_prompt_tokens, "output_tokens": workload.num_output_tokens},
               "model": args.model or "SmolLM2-135M-Instruct", "engine": repr(llm), "startup_s": startup,
-              "phases": phases, "roofline": roof, "memory": llm.engine.memory_report(),
-              "cuda_graphs": graphs.coverage.as_dict() if graphs else None, "env": environment(), "args": vars(args)}
+              "row": ours.row.to_dict(orient="records")[0], "phases": phases, "roofline": roof,
+              "memory": llm.engine.memory_report(), "cuda_graphs": graphs.coverage.as_dict() if graphs else None,
+              "env": environment(), "args": vars(args)}
     llm.shutdown()  # give the card back to the peer
     del llm
     if args.peer == "transformers":
         for attn, api in ([("paged|sdpa", "generate_batch")] if gpu else []) + [("sdpa", "generate")]:
             try:
-                model = _hf_model(model_dir, args.model, dtype, device, attn)
+                model = hf_model(model_dir, args.model, dtype, device, attn)
                 if api == "generate_batch":
                     results.append(run_transformers_generate_batch(model, peer_workload, device))
                 else:
@@ -313,11 +402,6 @@ def main(argv: list[str] | None = None) -> dict:
             record.setdefault("speedups", {})[r.engine] = ratios
             print(f"nanoinfer / {r.engine}: {ratios['requested']:.2f}x on requested tokens, "
                   f"{ratios['generated']:.2f}x on generated tokens")
-    line = json.dumps(record, default=str)
-    print(line)
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            f.write(line + "\n")
     return record
 
 

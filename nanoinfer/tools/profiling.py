@@ -1,8 +1,9 @@
 """Where the time of a decode step goes: torch.profiler over a few engine steps, kernels grouped into
 attention, GEMMs, sampling, element-wise ops and communication, and the host time nothing covers.
 
-    from nanoinfer.tools.profiling import profile_decode
+    from nanoinfer.tools.profiling import profile_decode, profile_workload
     table = profile_decode(llm, num_seqs=64, context_len=1024, trace_path="decode_trace.json")
+    table = profile_workload(llm, workload, "prefill", wait=1, warmup=1, active=3, trace_dir="traces/")
 
 On a GPU the times are kernel (device) times; "CPU overhead" is the wall time the device sat idle, which
 is what CUDA graphs remove. On a CPU the operators' own times are used instead.
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -23,19 +26,24 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from nanoinfer.sampling_params import SamplingParams
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 # Substrings of kernel / operator names, checked in this order (the first match wins).
 CATEGORIES = [
     ("communication", ("nccl", "allreduce", "all_reduce", "all_gather", "gloo", "c10d")),
     ("attention", ("_decode_kernel", "_decode_reduce", "_prefill_kernel", "_store_kv", "flash", "attn",
-                   "scaled_dot_product", "index_select", "index_copy", "fmha")),
+                   "scaled_dot_product", "index_select", "index_copy", "fmha", "cpu_kernel::paged", "cpu_kernel::store_kv")),
     ("sampling", ("argmax", "exponential", "sort", "cumsum", "topk", "distribution", "multinomial",
-                  "gumbel", "_chunk_best_kernel", "_pick_chunk_kernel", "MaxOps", "aten::max")),
+                  "gumbel", "_chunk_best_kernel", "_pick_chunk_kernel", "MaxOps", "aten::max", "aten::div",
+                  "aten::_softmax")),  # (temperatures divide the logits; top-p's softmax)
     ("GEMM", ("gemm", "xmma", "cutlass", "nvjet", "cublas", "aten::mm", "aten::addmm", "aten::linear",
               "aten::matmul", "sm90", "sm80", "mkldnn")),
     ("copies", ("memcpy", "memset", "CatArrayBatchedCopy", "aten::copy_", "aten::to", "aten::fill_")),
     ("norm / rotary / activation", ("triton_", "_qk_prologue_kernel", "elementwise", "vectorized",
                                     "reduce_kernel", "aten::mul", "aten::add", "aten::silu", "aten::rsqrt",
-                                    "aten::pow", "aten::mean", "aten::cat", "aten::neg", "aten::embedding")),
+                                    "aten::pow", "aten::mean", "aten::cat", "aten::neg", "aten::embedding", "cpu_kernel::rms_norm",
+                                    "cpu_kernel::rotary", "cpu_kernel::silu")),
 ]
 
 
@@ -72,7 +80,7 @@ def time_per_kernel(events, steps: int, cuda: bool) -> tuple[dict, dict, dict]:
             on_device = evt.device_type != torch.autograd.DeviceType.CPU and not evt.is_user_annotation
             us = evt.self_device_time_total if on_device else 0
         else:
-            us = evt.self_cpu_time_total if evt.key.startswith(("aten::", "mkldnn::")) else 0
+            us = evt.self_cpu_time_total if evt.key.startswith(("aten::", "mkldnn::", "cpu_kernel::")) else 0
         if us > 0:
             kernels[evt.key] = kernels.get(evt.key, 0.0) + us / 1e3 / steps
     totals: dict[str, float] = {}
@@ -81,12 +89,30 @@ def time_per_kernel(events, steps: int, cuda: bool) -> tuple[dict, dict, dict]:
     return totals, kernels, host
 
 
+HOST = {True: "CPU overhead (device idle)", False: "outside PyTorch operators"}  # by cuda: the host's row
+
+
+def _table(prof, steps: int, wall_ms: float, cuda: bool, top_kernels: int):
+    """The profiler's operators as milliseconds per step by category, with the host's row (the wall time
+    that no kernel, or on a CPU no operator, covers) and a share column."""
+    import pandas as pd
+
+    totals, kernels, host = time_per_kernel(prof.key_averages(), steps, cuda)
+    # On a GPU: the launch and Python overhead that CUDA graphs remove. On a CPU: Python and the engine's
+    # bookkeeping (the C kernels show as cpu_kernel::* ranges, fast/cpu_build.py).
+    totals[HOST[cuda]] = max(0.0, wall_ms - sum(totals.values()))
+    table = pd.DataFrame({"ms_per_step": totals}).sort_values("ms_per_step", ascending=False)
+    table["share"] = table["ms_per_step"] / table["ms_per_step"].sum()
+    top = sorted(kernels.items(), key=lambda kv: -kv[1])[:top_kernels]
+    table.attrs.update(wall_ms_per_step=wall_ms, host_ms_per_step=host, host_row=HOST[cuda],
+                       top_kernels=[{"name": name, "category": category(name), "ms_per_step": ms} for name, ms in top])
+    return table
+
+
 def profile_decode(llm, num_seqs: int = 1, context_len: int = 512, steps: int = 5,
                    trace_path: str | None = None, top_kernels: int = 30):
     """A DataFrame of the time per category (milliseconds per step, share) over ``steps`` decode steps of
     ``num_seqs`` sequences; ``.attrs`` holds the wall time per step and the ``top_kernels`` longest kernels."""
-    import pandas as pd
-
     cuda = llm.engine.device.type == "cuda"
     _start_decoding(llm, num_seqs, context_len, steps)
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
@@ -99,18 +125,84 @@ def profile_decode(llm, num_seqs: int = 1, context_len: int = 512, steps: int = 
     llm.engine.abort_all()
     if trace_path:
         prof.export_chrome_trace(trace_path)
+    table = _table(prof, steps, wall_ms, cuda, top_kernels)
+    table.attrs.update(num_seqs=num_seqs, context_len=context_len, device=str(llm.engine.device),
+                       graphs=llm.model_runner.graphs is not None)
+    return table
 
-    totals, kernels, host = time_per_kernel(prof.key_averages(), steps, cuda)
-    if cuda:  # what the device did not cover: the launch and Python overhead that CUDA graphs remove
-        totals["CPU overhead (device idle)"] = max(0.0, wall_ms - sum(totals.values()))
-    elif wall_ms > sum(totals.values()):  # the C kernels (called through ctypes, unseen) and Python
-        totals["outside PyTorch operators"] = wall_ms - sum(totals.values())
-    table = pd.DataFrame({"ms_per_step": totals}).sort_values("ms_per_step", ascending=False)
-    table["share"] = table["ms_per_step"] / table["ms_per_step"].sum()
-    top = sorted(kernels.items(), key=lambda kv: -kv[1])[:top_kernels]
-    table.attrs.update(wall_ms_per_step=wall_ms, host_ms_per_step=host, num_seqs=num_seqs, context_len=context_len,
-                       device=str(llm.engine.device), graphs=llm.model_runner.graphs is not None,
-                       top_kernels=[{"name": name, "category": category(name), "ms_per_step": ms} for name, ms in top])
+
+def _step_cost(cost, events) -> tuple[float, float, int]:
+    """FLOPs, bytes and tokens of one step, from the scheduler's events of that step."""
+    contexts = [(e.data["num_tokens"], e.data["start"] + e.data["num_tokens"]) for e in events
+                if e.kind == "prefill_chunk"]
+    contexts += [(1, e.data["position"] + 1) for e in events if e.kind == "decode_step"]
+    sampled = sum(len(e.data["seq_ids"]) for e in events if e.kind == "sampled")
+    tokens = sum(q for q, _ in contexts)
+    return (*cost.step(tokens, contexts, sampled), tokens)
+
+
+def profile_workload(llm, workload, phase: str = "decode", *, wait: int = 1, warmup: int = 1, active: int = 3,
+                     trace_dir: str | None = None, rates: dict | None = None, top_kernels: int = 30):
+    """Profile ``active`` engine steps of one phase of ``workload`` under torch.profiler, after ``wait`` steps
+    unrecorded and ``warmup`` recorded then dropped (the profiler's own start-up). ``phase="prefill"``: the
+    requests ask for one token each, and step i gets the prompts ``i::steps``, added just before it, so every
+    step is a prefill. ``"decode"``: every prompt is prefilled first, unprofiled. Returns the per-category table of ``profile_decode``; ``.attrs`` adds the profiled steps'
+    tokens, FLOPs and bytes per step (``tools/roofline.py``), the machine's rates (``machine_rates``, measured
+    unless given) and the trace's path: ``trace_dir`` gets a Chrome-trace JSON that Perfetto
+    (ui.perfetto.dev) and TensorBoard's profiler view both open."""
+    from torch.profiler import schedule, tensorboard_trace_handler
+
+    from nanoinfer.tools.roofline import ModelCost, machine_rates
+
+    if phase not in ("prefill", "decode"):
+        raise ValueError(f"phase must be 'prefill' or 'decode', got {phase!r}")
+    engine, cuda = llm.engine, llm.engine.device.type == "cuda"
+    total = wait + warmup + active
+    if phase == "prefill" and len(workload.prompts) < total:
+        raise ValueError(f"a prefill profile feeds each of its wait + warmup + active = {total} steps fresh prompts: "
+                         f"the workload has {len(workload.prompts)}")
+    rates = rates or machine_rates(engine.device, engine.dtype)
+    requests = [(p, SamplingParams(temperature=workload.temperature, ignore_eos=True,
+                                   max_tokens=1 if phase == "prefill" else n))
+                for p, n in zip(workload.prompts, workload.output_lens)]
+    if phase == "decode":
+        for prompt, params in requests:
+            engine.add_request(prompt, params)
+    handler = tensorboard_trace_handler(trace_dir) if trace_dir else None
+    cost, costs, wall = ModelCost.of(llm), [], 0.0
+    try:
+        if phase == "decode":  # prefill everything first, unprofiled
+            while engine.scheduler.waiting or any(s.num_uncomputed_tokens > 1 for s in engine.scheduler.running):
+                engine.step()
+        with llm.trace() as events, profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []),
+                                            schedule=schedule(wait=wait, warmup=warmup, active=active, repeat=1),
+                                            on_trace_ready=handler) as prof:
+            for i in range(total):
+                if phase == "prefill":  # step i prefills the i-th share of the prompts
+                    for prompt, params in requests[i::total]:
+                        engine.add_request(prompt, params)
+                if not engine.has_unfinished_requests():
+                    raise ValueError(f"the workload has {i} {phase} steps, the schedule needs wait + warmup + "
+                                     f"active = {total}: give it more requests, longer prompts or outputs")
+                first = len(events)
+                start = time.perf_counter()
+                engine.step()
+                if cuda:
+                    torch.cuda.synchronize()
+                if i >= wait + warmup:
+                    wall += time.perf_counter() - start
+                    costs.append(_step_cost(cost, events[first:]))
+                prof.step()
+    finally:
+        engine.abort_all()
+    table = _table(prof, active, wall * 1e3 / active, cuda, top_kernels)
+    traces = sorted(Path(trace_dir).glob("*.pt.trace.json*"), key=lambda p: p.stat().st_mtime) if trace_dir else []
+    table.attrs.update(phase=phase, device=str(engine.device), steps=active,
+                       tokens_per_step=sum(c[2] for c in costs) / active,
+                       flops_per_step=sum(c[0] for c in costs) / active,
+                       bytes_per_step=sum(c[1] for c in costs) / active,
+                       bandwidth=rates["bandwidth"], matmul_flops=rates["matmul_flops"],
+                       trace_path=str(traces[-1]) if traces else None)
     return table
 
 
@@ -216,3 +308,22 @@ def attention_cost(backend, context_len: int, *, num_seqs: int = 1, decode: bool
     return {"backend": backend.name, "context_len": context_len, "num_seqs": num_seqs, "decode": decode,
             "ms": times, "tensor_bytes": counted.total, "largest_tensor_bytes": counted.largest,
             "largest_tensor_shape": counted.largest_shape, **measures, "output": out}
+
+
+def classify_profile(profile: pd.DataFrame) -> dict:
+    """What bounds a profiled step (Exercise 7.2's reference), from a ``profile_workload`` table:
+    - ``bound``: "host" when the host's row (``attrs["host_row"]``: time no kernel covered) is longer than all
+      the operators together, else "device";
+    - ``resource``: "memory" when the step's bytes over the bandwidth take at least as long as its FLOPs over
+      the matmul rate (``attrs``: bytes_per_step, flops_per_step, bandwidth, matmul_flops), else "compute";
+    - ``top_operation``: the operator category (not the host's row) with the most time, the first on a tie."""
+    from nanoinfer.tools.roofline import floor_seconds
+
+    a = profile.attrs
+    ms = profile["ms_per_step"]
+    host = float(ms.get(a["host_row"], 0.0))
+    operators = ms.drop(a["host_row"], errors="ignore")
+    resource = floor_seconds(a["flops_per_step"], a["bytes_per_step"],
+                             {"bandwidth": a["bandwidth"], "matmul_flops": a["matmul_flops"]})["bound"]
+    return {"bound": "host" if host > operators.sum() else "device", "resource": resource,
+            "top_operation": str(operators.idxmax())}

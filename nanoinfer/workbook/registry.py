@@ -67,6 +67,11 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
     Exercise("6.2", "phase6_optimizations", ("calculate_kv_cache_memory", "max_sequences_for_gpu"),
              "the KV-cache memory calculator"),
     Exercise("6.3", "phase6_optimizations", ("predicted_hit_rate",), "a workload's prefix-cache hit rate, predicted"),
+    Exercise("7.1", "phase7_benchmarking", ("run_suite",), "the benchmark-suite runner returning a DataFrame",
+             "nanoinfer/tools/bench.py"),
+    Exercise("7.2", "phase7_benchmarking", ("classify_profile",),
+             "a profile classified: host- or device-bound, memory- or compute-bound, top operation"),
+    Exercise("7.3", "phase7_benchmarking", ("pick_settings",), "settings picked from a sweep for a goal"),
     Exercise("8.3", "phase8_serving", ("arrival_times", "simulate_arrivals"),
              "Poisson arrivals driving the engine's step loop, and the latencies they see"),
 ]}
