@@ -49,7 +49,7 @@ from nanoinfer.tools.workloads import SEED_CATEGORIES, WORKLOADS, Workload, name
 from nanoinfer.workbook.registry import learner_code
 
 __all__ = ["run", "suite", "sweep", "run_suite", "pick_settings", "latency_percentiles", "Workload", "WORKLOADS", "SEED_CATEGORIES",
-           "named_workload", "random_workload", "main"]
+           "named_workload", "random_workload", "environment", "provenance", "main"]
 
 PERCENTILES = (50, 90, 99)
 LATENCIES = {"ttft": "time_to_first_token", "tpot": "time_per_output_token", "e2e": "e2e_latency"}  # RequestMetrics
