@@ -190,6 +190,26 @@ async def http_load(base_url: str, model: str, prompts: list[str | list[int]], t
     return frame, summarize(frame[frame["status"] == "ok"], seconds)
 
 
+def http_rows(llm, rates, duration: float, max_requests: int, output_len: int = 32, seed: int = 0):
+    """The server (in a thread of this process) under the same arrivals and prompts as ``compare_batching``:
+    one row per rate, mode "http", with how many requests were refused or failed."""
+    import pandas as pd
+
+    from nanoinfer.serving.server import BackgroundServer
+
+    rows = []
+    with BackgroundServer(llm, "nanoinfer", max_queue=max_requests) as server:
+        for rate in rates:
+            rng = np.random.default_rng(seed)
+            times = arrival_times(rate, max_requests, rng)
+            times = times[times <= duration]
+            prompts = random_prompts(rng, len(times), llm.engine.hf_config.vocab_size)
+            frame, result = asyncio.run(http_load(server.url, "nanoinfer", prompts, times, output_len))
+            rows.append({"rate": rate, "mode": "http", "offered": len(times), **result,
+                         "not_ok": int((frame["status"] != "ok").sum())})
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M-Instruct")
@@ -198,6 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-requests", type=int, default=1000)
     p.add_argument("--output-len", type=int, default=32), p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-wait", type=float, default=1.0), p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--http", action="store_true",
+                   help="also send the same arrivals over HTTP to the server (in a thread, on 127.0.0.1)")
     p.add_argument("--json-out", default=None, help="also write the rows as JSON to this file")
     args = p.parse_args(argv)
 
@@ -205,9 +227,13 @@ def main(argv: list[str] | None = None) -> None:
 
     from nanoinfer import LLM
 
+    rates = [float(r) for r in args.rates.split(",")]
     with LLM(args.model) as llm:
-        frame = compare_batching(llm, [float(r) for r in args.rates.split(",")], args.duration, args.max_requests,
-                                 args.output_len, args.batch_size, args.max_wait, args.seed)
+        frame = compare_batching(llm, rates, args.duration, args.max_requests, args.output_len, args.batch_size,
+                                 args.max_wait, args.seed)
+        if args.http:
+            frame = pd.concat([frame, http_rows(llm, rates, args.duration, args.max_requests, args.output_len,
+                                                args.seed)], ignore_index=True)
         bm = llm.block_manager
         assert bm.num_free_blocks == bm.num_blocks, "KV blocks leaked"
     with pd.option_context("display.width", 200, "display.max_columns", 30):

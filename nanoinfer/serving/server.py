@@ -248,7 +248,7 @@ class BackgroundServer:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                timeout_graceful_shutdown=shutdown_timeout)
+                                timeout_graceful_shutdown=max(shutdown_timeout, 1.0))  # (0 logs a spurious error)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="nanoinfer-server", daemon=True)
         self.thread.start()
