@@ -72,7 +72,7 @@ def test_gpu_time_counts_each_kernel_once():
 
 
 def test_profile_workload_schedule_trace_and_cost(tiny_qwen3, tmp_path):
-    """wait/warm-up/active: three 20-token prefills profiled, their FLOPs and bytes from the events; the trace
+    """wait/warm-up/active: two 20-token prefills timed unprofiled, then three profiled, their FLOPs and bytes from the events; the trace
     is Chrome-trace JSON; decode shows the attention kernels; the requests are gone afterwards"""
     import json
 
@@ -82,20 +82,22 @@ def test_profile_workload_schedule_trace_and_cost(tiny_qwen3, tmp_path):
 
     rates = {"bandwidth": 1e10, "matmul_flops": 1e11}
     with LLM(tiny_qwen3, max_model_len=128) as llm:
-        work = random_workload(5, (20, 20), (6, 6), llm.engine.hf_config.vocab_size, seed=0)
+        work = random_workload(6, (20, 20), (6, 6), llm.engine.hf_config.vocab_size, seed=0)
         table = profile_workload(llm, work, "prefill", trace_dir=str(tmp_path), rates=rates)
         assert_no_leaks(llm)
         a = table.attrs
         assert a["steps"] == 3 and a["tokens_per_step"] == 20 and a["phase"] == "prefill"
+        assert a["unprofiled_wall_ms_per_step"] > 0 and a["profiled_wall_ms_per_step"] > 0
         assert (a["flops_per_step"], a["bytes_per_step"]) == ModelCost.of(llm).step(20, [(20, 20)], 1)
         trace = json.loads(open(a["trace_path"]).read())
         assert trace["traceEvents"] and any(e.get("name", "").startswith("aten::") for e in trace["traceEvents"])
         decode = profile_workload(llm, work, "decode", wait=0, warmup=1, active=2, rates=rates)
-        assert decode.attrs["tokens_per_step"] == 5  # five sequences, one token each
+        assert decode.attrs["tokens_per_step"] == 6  # six sequences, one token each
+        assert decode.attrs["unprofiled_wall_ms_per_step"] is None and decode.attrs["profiled_wall_ms_per_step"] > 0
         assert decode.loc["attention", "ms_per_step"] > 0 and "GEMM" in decode.index
         assert_no_leaks(llm)
         assert not llm.scheduler.running and not llm.scheduler.waiting
-        with pytest.raises(ValueError, match="the workload has 5"):
-            profile_workload(llm, work, "prefill", wait=2, warmup=2, active=2, rates=rates)
+        with pytest.raises(ValueError, match="the workload has 6"):
+            profile_workload(llm, work, "prefill", wait=3, warmup=2, active=2, rates=rates)
         with pytest.raises(ValueError, match="phase"):
             profile_workload(llm, work, "both", rates=rates)

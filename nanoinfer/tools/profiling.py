@@ -16,6 +16,7 @@ memory it takes: on a GPU the allocator's peak; on a CPU the bytes of every tens
 from __future__ import annotations
 
 import re
+import statistics
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -141,10 +142,11 @@ def _step_cost(cost, events) -> tuple[float, float, int]:
     return (*cost.step(tokens, contexts, sampled), tokens)
 
 
-def profile_workload(llm, workload, phase: str = "decode", *, wait: int = 1, warmup: int = 1, active: int = 3,
+def profile_workload(llm, workload, phase: str = "decode", *, wait: int = 2, warmup: int = 1, active: int = 3,
                      trace_dir: str | None = None, rates: dict | None = None, top_kernels: int = 30):
     """Profile ``active`` engine steps of one phase of ``workload`` under torch.profiler, after ``wait`` steps
-    unrecorded and ``warmup`` recorded then dropped (the profiler's own start-up). ``phase="prefill"``: the
+    unrecorded (timed: the host row is their median wall time less the kernels' time) and ``warmup`` recorded
+    then dropped (the profiler's own start-up). ``phase="prefill"``: the
     requests ask for one token each, and step i gets the prompts ``i::steps``, added just before it, so every
     step is a prefill. ``"decode"``: every prompt is prefilled first, unprofiled. Returns the per-category table of ``profile_decode``; ``.attrs`` adds the profiled steps'
     tokens, FLOPs and bytes per step (``tools/roofline.py``), the machine's rates (``machine_rates``, measured
@@ -169,7 +171,7 @@ def profile_workload(llm, workload, phase: str = "decode", *, wait: int = 1, war
         for prompt, params in requests:
             engine.add_request(prompt, params)
     handler = tensorboard_trace_handler(trace_dir) if trace_dir else None
-    cost, costs, wall = ModelCost.of(llm), [], 0.0
+    cost, costs, walls = ModelCost.of(llm), [], []
     try:
         if phase == "decode":  # prefill everything first, unprofiled
             while engine.scheduler.waiting or any(s.num_uncomputed_tokens > 1 for s in engine.scheduler.running):
@@ -189,15 +191,20 @@ def profile_workload(llm, workload, phase: str = "decode", *, wait: int = 1, war
                 engine.step()
                 if cuda:
                     torch.cuda.synchronize()
+                walls.append(time.perf_counter() - start)
                 if i >= wait + warmup:
-                    wall += time.perf_counter() - start
                     costs.append(_step_cost(cost, events[first:]))
                 prof.step()
     finally:
         engine.abort_all()
-    table = _table(prof, active, wall * 1e3 / active, cuda, top_kernels)
+    # The host row: the step's wall time less its kernels. The profiler slows the host down (it records every
+    # operator), so the wall time is taken from the unrecorded "wait" steps where there are any.
+    profiled_ms = 1e3 * sum(walls[wait + warmup:]) / active
+    unprofiled_ms = 1e3 * statistics.median(walls[:wait]) if wait else None
+    table = _table(prof, active, unprofiled_ms or profiled_ms, cuda, top_kernels)
     traces = sorted(Path(trace_dir).glob("*.pt.trace.json*"), key=lambda p: p.stat().st_mtime) if trace_dir else []
-    table.attrs.update(phase=phase, device=str(engine.device), steps=active,
+    table.attrs.update(phase=phase, device=str(engine.device), steps=active, profiled_wall_ms_per_step=profiled_ms,
+                       unprofiled_wall_ms_per_step=unprofiled_ms,
                        tokens_per_step=sum(c[2] for c in costs) / active,
                        flops_per_step=sum(c[0] for c in costs) / active,
                        bytes_per_step=sum(c[1] for c in costs) / active,
