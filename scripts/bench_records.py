@@ -82,7 +82,7 @@ def main() -> None:
     record["rates"] = rates
     vocab = llm.engine.hf_config.vocab_size
     record["profiles"] = {}
-    for phase, workload, n in (("prefill", "rag_qa", 5), ("decode", "chatbot", 64)):
+    for phase, workload, n in (("prefill", "rag_qa", 6), ("decode", "chatbot", 64)):
         work = named_workload(workload, vocab, num_requests=n, scale=args.scale)
         prof = profile_workload(llm, work, phase, rates=rates)
         record["profiles"][phase] = {"workload": workload, "requests": n,

@@ -71,7 +71,7 @@ def test_real_profiles(impl, tiny_llm):
 
     llm = tiny_llm(max_model_len=256)
     rates = {"bandwidth": 20e9, "matmul_flops": 100e9}  # a ridge point of 5 FLOP/byte, a 2-core CPU's order
-    prefill = profile_workload(llm, random_workload(5, (200, 200), (1, 1), 512, seed=1), "prefill", rates=rates)
+    prefill = profile_workload(llm, random_workload(6, (200, 200), (1, 1), 512, seed=1), "prefill", rates=rates)
     decode = profile_workload(llm, random_workload(1, (8, 8), (12, 12), 512, seed=2), "decode", rates=rates)
     for name, profile in (("prefill", prefill), ("decode", decode)):
         got, want = impl.classify_profile(profile), classify_profile(profile)
