@@ -55,16 +55,8 @@ def main() -> None:
     print(f"suite done at {time.perf_counter() - t0:.0f} s", flush=True)
     save()
 
-    # A memory sweep: gpu_memory_utilization such that the KV cache holds 1/8 to 2x of what chatbot needs at once
-    need = max(bench.named_workload("chatbot", 1000, scale=args.scale).max_len + 1, 512)
-    probe = LLM(args.model, max_model_len=need, gpu_memory_utilization=0.3, compile=False, enforce_eager=True)
-    report = probe.engine.memory_report()
-    probe.shutdown()
-    work = named_workload("chatbot", 1000, scale=args.scale)
-    kv_needed = sum(-(-(len(p) + n) // report["block_size"]) for p, n in zip(work.prompts, work.output_lens)) \
-        * report["kv_bytes_per_block"]
-    other = 0.3 * report["gpu_total_bytes"] - report["kv_cache_bytes"]  # weights, activations, the context
-    utils = [round((other + f * kv_needed) / report["gpu_total_bytes"], 4) for f in (0.125, 0.25, 0.5, 1.0, 2.0)]
+    # gpu_memory_utilization such that the KV cache holds 1/8 to 2x of what chatbot needs at once
+    utils = bench.memory_settings("chatbot", [0.125, 0.25, 0.5, 1.0, 2.0], model=args.model, scale=args.scale)
     sweeps = SWEEPS + [("gpu_memory_utilization", utils, "chatbot")]
     record["sweeps"] = []
     for knob, values, workload in sweeps:

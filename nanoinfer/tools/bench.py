@@ -48,7 +48,7 @@ from nanoinfer.tools.roofline import ModelCost, machine_rates, workload_floor
 from nanoinfer.tools.workloads import SEED_CATEGORIES, WORKLOADS, Workload, named_workload, random_workload
 from nanoinfer.workbook.registry import learner_code
 
-__all__ = ["run", "suite", "sweep", "run_suite", "pick_settings", "latency_percentiles", "Workload", "WORKLOADS", "SEED_CATEGORIES",
+__all__ = ["run", "suite", "sweep", "run_suite", "pick_settings", "memory_settings", "latency_percentiles", "Workload", "WORKLOADS", "SEED_CATEGORIES",
            "named_workload", "random_workload", "environment", "provenance", "main"]
 
 PERCENTILES = (50, 90, 99)
@@ -175,6 +175,23 @@ def sweep(workload: str | Workload, knob: str, values: list, *, model: str | Non
     """One workload under each value of one knob (other knobs fixed): a row per value."""
     return suite([workload], [{**fixed, knob: v} for v in values], model=model, scale=scale, seed=seed,
                  progress=progress)
+
+
+def memory_settings(workload: str | Workload, fractions: list[float], *, model: str | None = None,
+                    scale: float = 1.0, seed: int = 0) -> list[float]:
+    """``gpu_memory_utilization`` values whose KV cache holds each fraction of what the workload needs at once
+    (``Workload.kv_blocks_needed``): one probe engine measures what the weights and activations take."""
+    probe = LLM(model, max_model_len=_needed_len(workload, scale), gpu_memory_utilization=0.3, enforce_eager=True,
+                compile=False)
+    report = probe.engine.memory_report()
+    w = _workload(workload, probe.engine.hf_config.vocab_size, scale, seed)
+    probe.shutdown()
+    if "gpu_total_bytes" not in report:
+        raise ValueError("gpu_memory_utilization applies on a GPU; on a CPU sweep num_kvcache_blocks")
+    total = report["gpu_total_bytes"]
+    other = 0.3 * total - report["kv_cache_bytes"]  # weights, peak activations, what the process holds besides
+    need = w.kv_blocks_needed(report["block_size"]) * report["kv_bytes_per_block"]
+    return [round((other + f * need) / total, 4) for f in fractions]
 
 
 def pick_settings(sweep: pd.DataFrame, objective: str, maximize: bool = True, at_most: dict | None = None,

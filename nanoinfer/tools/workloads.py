@@ -32,6 +32,11 @@ class Workload:
         """The longest prompt plus output: what ``max_model_len`` must hold."""
         return max(len(p) + n for p, n in zip(self.prompts, self.output_lens))
 
+    def kv_blocks_needed(self, block_size: int) -> int:
+        """KV blocks for every request at its full length at once: no preemption below this many (fewer with
+        prefix hits)."""
+        return sum(-(-(len(p) + n) // block_size) for p, n in zip(self.prompts, self.output_lens))
+
     def head(self, n: int) -> "Workload":
         return Workload(f"{self.name}[:{n}]", self.prompts[:n], self.output_lens[:n], self.temperature)
 
