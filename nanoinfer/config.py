@@ -17,6 +17,7 @@ SCHEDULING_POLICIES = ("fifo", "sjf", "ljf")  # engine/policies.py; a Scheduling
 ALL_REDUCES = ("auto", "nccl", "peer-copy", "peer-oneshot")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
+QUANTIZATIONS = (None, "int8")  # weight-only int8 (nanoinfer/quantization.py)
 CPU_KV_CACHE_BYTES = 1 << 30  # the KV budget on a CPU unless a knob sets one
 
 
@@ -43,6 +44,7 @@ class EngineConfig:
     fused_attention_prologue: bool = True  # CUDA + triton: q/k norms, rotary, KV write as one kernel per layer
     cpu_small_ops: bool = True  # CPU float32: RMSNorm, rotary, SiLU-and-mul as C loops (fast/small_ops_cpu.c)
     pack_cpu_weights: bool = True  # CPU float32: matmuls on oneDNN-packed weight copies (twice the weight memory)
+    quantization: str | None = None  # "int8": linear weights as int8 rows with a scale each (nanoinfer/quantization.py)
     sampler: str = "auto"  # "torch": Gumbel-max on a noise tensor; "triton": seeded kernel; auto: triton on CUDA
     tensor_parallel_size: int = 1  # processes that split every layer (gloo on CPUs, NCCL on GPUs)
     all_reduce: str = "auto"  # GPU TP: small sums through peer memory where it works (auto), or "nccl"
@@ -72,6 +74,8 @@ class EngineConfig:
                               ("all_reduce", ALL_REDUCES), ("dtype", DTYPES), ("device", DEVICES)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}")
         policy = self.scheduling_policy
         if policy not in SCHEDULING_POLICIES and (isinstance(policy, str) or not callable(getattr(policy, "priority", None))):
             raise ValueError(f"scheduling_policy must be one of {SCHEDULING_POLICIES} or a SchedulingPolicy "

@@ -28,6 +28,7 @@ from nanoinfer.models import model_class
 from nanoinfer.models.llama import head_dim_of
 from nanoinfer.models.loader import init_random_weights, load_weights
 from nanoinfer.parallel.comm import broadcast_from_rank0
+from nanoinfer.quantization import quantize_model, watch_row_maxima
 from nanoinfer.sampling_params import SamplingParams
 from nanoinfer.workbook.registry import selected
 
@@ -98,10 +99,12 @@ class ModelRunner:
                 self.model = model_class(hf_config.architectures[0])(hf_config).eval()
         finally:
             torch.set_default_dtype(previous_dtype)
+        watch_row_maxima(self.model, config.quantization)  # (int8 with several ranks: nanoinfer/quantization.py)
         if model_dir is not None:
             load_weights(self.model, model_dir)
         else:
             init_random_weights(self.model, seed=config.seed)
+        quantized = quantize_model(self.model, config.quantization)  # nanoinfer/quantization.py (each rank its shard)
         self.load_seconds = time.perf_counter() - t0
         self.attention_layers = [m for m in self.model.modules() if isinstance(m, Attention)]
         self.sampler = Sampler(device, config.seed)
@@ -112,6 +115,7 @@ class ModelRunner:
         self.keep_logits = False  # set by LLM.trace(logits=True): sample whole logits and keep them
         self.graphs = None  # a CudaGraphRunner once captured
         self.fast_paths = apply_fast_paths(self)  # nanoinfer/fast: what it replaced, and why
+        self.fast_paths.add("int8 weights", *quantized)
 
     def learner_exercises(self) -> list[str]:  # (what a worker reports to rank 0)
         return self.exercises

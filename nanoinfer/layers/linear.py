@@ -141,7 +141,7 @@ class RowParallelLinear(LinearBase):
         if self.tp_size == 1:
             return self.op(x, self.weight, self.bias)
         out = all_reduce_output(self.output_slot, (*x.shape[:-1], self.output_size), x.dtype)
-        if out is None:
+        if out is None or self.op is not F.linear:  # (an int8 weight: its own kernel, nanoinfer/quantization.py)
             return row_parallel_linear(x, self.weight, self.bias, all_reduce, self.op)
         y = all_reduce(torch.matmul(x, self.weight.t(), out=out))  # GPUs with peer memory: multiply into the
         return y if self.bias is None else y + self.bias  # shared buffer and sum there
