@@ -146,9 +146,8 @@ class LLM:
         return outputs
 
     def stream(self, prompts: Prompt | Seq[Prompt], sampling_params=None) -> Iterator[StreamOutput]:
-        """Like ``generate``, but yields each request's new token ids and text as the steps produce them: a
-        text delta never splits a character, and the deltas joined are ``generate``'s text. Leaving the loop
-        early aborts what is left (nanoinfer/serving/stream.py)."""
+        """``generate``, yielding each request's new tokens and text as steps produce them (a delta never splits
+        a character; joined, they are generate's text). Leaving early aborts the rest (serving/stream.py)."""
         return stream_requests(self.engine, *self._checked(prompts, sampling_params))
 
     def _checked(self, prompts, sampling_params) -> tuple[list[Prompt], list[SamplingParams], list[list[int]]]:

@@ -189,8 +189,7 @@ class LLMEngine:
         return self.scheduler.has_unfinished()
 
     def abort_all(self) -> None:
-        self.scheduler.abort_all()
-        self._in_flight = None
+        self.abort(*self.scheduler.running, *self.scheduler.waiting)
 
     def abort(self, *seqs: Sequence) -> None:
         """Drop these requests now (a client gone, a stream left early): their KV blocks are free at once."""

@@ -230,6 +230,3 @@ class Scheduler:
                 seq.status, seq.finish_reason = SequenceStatus.FINISHED, "abort"
         self.running = [s for s in self.running if not s.is_finished]
         self.waiting = [s for s in self.waiting if not s.is_finished]
-
-    def abort_all(self) -> None:
-        self.abort(*self.running, *self.waiting)
