@@ -46,7 +46,7 @@ def greedy_tokens(llm, prompts, params=GREEDY) -> list[list[int]]:
 
 def test_hooks_are_covered():
     """This file tests every exercise that has an engine hook."""
-    tested = {"2.2", "2.3", "2.4", "3.1", "3.2", "3.3", "4.1", "4.2", "5.1", "5.2", "5.3", "5.5", "6.1", "7.1"}
+    tested = {"2.2", "2.3", "2.4", "3.1", "3.2", "3.3", "4.1", "4.2", "5.1", "5.2", "5.3", "5.5", "6.1", "7.1", "8.2"}
     assert tested == {e.id for e in EXERCISES.values() if e.hook}
 
 
@@ -250,3 +250,20 @@ def test_suite_runner(wrong, tiny_llama):
     assert list(bench.suite(*args, **knobs).max_num_seqs) == [1, 4]
     with use_exercises("7.1"):
         assert list(bench.suite(*args, **knobs).max_num_seqs) == [1]
+
+
+def test_int8_quantizer(wrong, tiny_llama):
+    """8.2: an int8 engine quantizes its linear layers with the learner's quantize_per_channel; one whose
+    scales are twice too large doubles every product, and the tokens change."""
+    from nanoinfer.quantization import quantize_per_channel
+
+    def doubled(weight):
+        q, scale = quantize_per_channel(weight)
+        return q, 2 * scale
+
+    wrong("8.2", doubled, "quantize_per_channel")
+    prompts = [[1, 2, 3, 4], [9, 8, 7]]
+    reference = greedy_tokens(build(tiny_llama, quantization="int8"), prompts)
+    assert greedy_tokens(build(tiny_llama, "8.2", quantization="int8"), prompts) != reference
+    wrong("8.2", quantize_per_channel)  # a right one: the reference's tokens
+    assert greedy_tokens(build(tiny_llama, "8.2", quantization="int8"), prompts) == reference
