@@ -44,9 +44,10 @@ def test_percentiles_agree_with_the_requests_timestamps(tiny_llama):
         work = random_workload(9, (4, 40), (2, 12), 512, seed=5)
         row = bench.run(work, llm=llm, progress=False)
         assert_no_leaks(llm)
-    requests = row.attrs["requests"]
+    assert len(pd.concat([row, row])) == 2  # rows of separate runs concatenate (pandas compares their attrs)
+    requests = row.attrs["details"].requests
     assert len(requests) == 9 and list(requests.output_tokens) == work.output_lens
-    timestamps = row.attrs["metrics"]
+    timestamps = row.attrs["details"].metrics
     ttft = [m.first_token_time - m.arrival_time for m in timestamps]
     tpot = [(m.finished_time - m.first_token_time) / (m.num_output_tokens - 1) for m in timestamps]
     e2e = [m.finished_time - m.arrival_time for m in timestamps]

@@ -467,5 +467,5 @@ def test_bench_samples_gpu_utilisation(tiny_qwen3):
     from nanoinfer import bench
 
     row = bench.run("chatbot", model=str(tiny_qwen3), scale=1 / 8, progress=False, gpu_memory_utilization=0.3)
-    assert row.attrs["gpu_samples"] and 0 <= row.gpu_util_mean.iloc[0] <= 100
+    assert row.attrs["details"].gpu_samples and 0 <= row.gpu_util_mean.iloc[0] <= 100
     assert row.gpu_mem_peak_gb.iloc[0] > 0 and row.device.iloc[0].startswith("cuda")

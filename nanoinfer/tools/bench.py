@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 from contextlib import suppress
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +84,7 @@ def run(workload: str | Workload, llm: LLM | None = None, *, model: str | None =
     """Run one workload (a name in ``WORKLOADS`` or a ``Workload``) and return a one-row DataFrame: throughput,
     latency percentiles, phase shares, KV blocks, preemptions, prefix-cache hits, GPU utilisation (NVML), and the
     engine's knobs. Pass ``llm`` to measure an engine you built, or ``model`` and knobs to build one for this
-    run (shut down afterwards). ``.attrs``: the per-request table and the step timeline."""
+    run (shut down afterwards). ``.attrs["details"]``: the per-request table and the step timeline."""
     if llm is not None and (knobs or model is not None):
         raise ValueError("pass either llm= or model=/knobs to build one, not both")
     own = llm is None
@@ -131,9 +131,19 @@ def _measure(llm: LLM, w: Workload, scale: float, progress: bool):
         **{k: getattr(llm.config, k) for k in KNOBS}, "device": str(device),
     }
     frame = pd.DataFrame([row])
-    frame.attrs.update(requests=llm.requests_frame(outputs), metrics=[o.metrics for o in outputs], timeline=steps,
-                       gpu_samples=monitor.samples)
+    frame.attrs["details"] = RunDetails(llm.requests_frame(outputs), [o.metrics for o in outputs], steps,
+                                        monitor.samples)
     return frame
+
+
+@dataclass(eq=False)  # compared by identity: pandas compares the attrs of frames it concatenates
+class RunDetails:
+    """What a row summarises: ``row.attrs["details"]``."""
+
+    requests: pd.DataFrame  # one row per request (LLM.requests_frame)
+    metrics: list  # each request's RequestMetrics (its raw timestamps)
+    timeline: pd.DataFrame  # one row per engine step (LLM.step_timeline)
+    gpu_samples: list  # (time, utilisation %, memory bytes) from NVML
 
 
 def run_suite(workloads: list, settings: list[dict], build, measure, progress: bool = True) -> pd.DataFrame:
@@ -163,9 +173,7 @@ def suite(workloads: list, settings: list[dict] | None = None, *, model: str | N
         return LLM(model, **{"max_model_len": need, **knobs})
 
     def measure(workload, llm: LLM):
-        row = _measure(llm, _workload(workload, llm.engine.hf_config.vocab_size, scale, seed), scale, False)
-        row.attrs.clear()  # (pandas compares the attrs of the frames it concatenates: tables there would fail)
-        return row
+        return _measure(llm, _workload(workload, llm.engine.hf_config.vocab_size, scale, seed), scale, False)
 
     return learner_code("7.1", run_suite)(list(workloads), settings, build, measure, progress=progress)
 
