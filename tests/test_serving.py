@@ -385,6 +385,32 @@ def test_client_disconnect_aborts(gated_server):
     assert llm.block_manager.num_used_blocks == 0
 
 
+def test_client_disconnect_aborts_a_plain_request(gated_server):
+    """a non-streamed request whose client gives up (a timeout) is aborted too"""
+    server, llm, gate, reasons = gated_server
+    body = {"model": "tiny", "prompt": "tell me everything", "max_tokens": 200, "ignore_eos": True}
+
+    def impatient():
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{server.url}/v1/completions", json=body, timeout=1.0)
+
+    thread = threading.Thread(target=impatient)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while llm.block_manager.num_used_blocks == 0:  # admitted
+        assert time.monotonic() < deadline, "the request never ran"
+        time.sleep(0.005)
+    gate.clear()  # the engine holds still while the client leaves
+    thread.join()
+    time.sleep(0.5)  # the server notices within 0.2 s
+    gate.set()
+    deadline = time.monotonic() + 30
+    while not reasons:
+        assert time.monotonic() < deadline, "the request was not aborted"
+        time.sleep(0.01)
+    assert reasons[0][0] == "abort" and reasons[0][1] < 200
+
+
 def test_forced_multibyte_through_the_server(gated_server):
     """forced multi-byte text: the SSE chunks joined equal the non-streamed text, which is the text"""
     server, llm, gate, _ = gated_server

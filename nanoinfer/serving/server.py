@@ -17,6 +17,7 @@ import asyncio
 import json
 import time
 import uuid
+import weakref
 from contextlib import asynccontextmanager
 from typing import Literal
 
@@ -162,14 +163,28 @@ def build_app(async_llm: AsyncLLM, model_name: str, max_queue: int = 64, shutdow
         ids = tokenize(llm.chat_prompt(conversation), "messages")
         return await respond(body, request, ids, admit(body, ids), chat=True)
 
-    async def respond(body: _Sampling, request: Request, ids: list[int], params: SamplingParams, chat: bool):
+    def hold():
+        """Count a request in until the function returned is called (once; a second call does nothing)."""
         state["in_flight"] += 1
+        held = [True]
+
+        def release() -> None:
+            if held:
+                held.pop()
+                state["in_flight"] -= 1
+
+        return release
+
+    async def respond(body: _Sampling, request: Request, ids: list[int], params: SamplingParams, chat: bool):
+        release = hold()
         outputs = async_llm.generate(None, params, ids)
         head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
                 "model": model_name}
         if body.stream:
             usage = bool((body.stream_options or {}).get("include_usage"))
-            return StreamingResponse(sse(outputs, head, chat, usage), media_type="text/event-stream")
+            events = sse(outputs, head, chat, usage, release)
+            weakref.finalize(events, release)  # (a client gone before the stream started never runs it)
+            return StreamingResponse(events, media_type="text/event-stream")
         task = asyncio.ensure_future(collect(outputs))
         try:
             while not task.done():  # a client that leaves before the answer aborts its request
@@ -179,7 +194,7 @@ def build_app(async_llm: AsyncLLM, model_name: str, max_queue: int = 64, shutdow
             text, n, reason = await task
         finally:
             task.cancel()  # (when this handler itself was cancelled: a shutdown past its timeout)
-            state["in_flight"] -= 1
+            release()
         message = {"message": {"role": "assistant", "content": text}} if chat else {"text": text, "logprobs": None}
         return {**head, "object": "chat.completion" if chat else "text_completion",
                 "choices": [{"index": 0, **message, "finish_reason": reason}], "usage": _usage(len(ids), n)}
@@ -191,7 +206,7 @@ def build_app(async_llm: AsyncLLM, model_name: str, max_queue: int = 64, shutdow
             n, reason = n + len(out.new_token_ids), out.finish_reason
         return "".join(text), n, reason
 
-    async def sse(outputs, head, chat: bool, usage: bool):
+    async def sse(outputs, head, chat: bool, usage: bool, release):
         kind = "chat.completion.chunk" if chat else "text_completion"
         n, num_prompt = 0, 0
         try:
@@ -210,7 +225,7 @@ def build_app(async_llm: AsyncLLM, model_name: str, max_queue: int = 64, shutdow
             yield "data: [DONE]\n\n"
         finally:  # (a cancelled stream's generator is closed: AsyncLLM.generate then aborts the request)
             await outputs.aclose()
-            state["in_flight"] -= 1
+            release()
 
     return app
 
