@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from nanoinfer.parallel.comm import tp_size
+from nanoinfer.speculative.config import check_draft_fits, check_speculative_config
 
 ATTENTION_BACKENDS = ("auto", "cpu", "torch", "naive", "triton", "flash_attn")
 SAMPLERS = ("auto", "torch", "triton")
@@ -53,6 +54,7 @@ class EngineConfig:
     device: str = "auto"  # cuda when available
     seed: int = 0  # seeds the requests that have no seed of their own
     record_block_events: bool = False  # keep a log of every block allocation, hit and free
+    speculative_config: dict | None = None  # speculative decoding, as vLLM's (nanoinfer/speculative/config.py)
 
     def __post_init__(self) -> None:
         for name in ("max_num_batched_tokens", "max_num_seqs", "tensor_parallel_size", "kvcache_block_size"):
@@ -86,6 +88,12 @@ class EngineConfig:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         self._check_chunking()
+        if self.speculative_config is not None:
+            self.speculative_config = check_speculative_config(self.speculative_config)
+            for knob, bad in (("tensor_parallel_size", self.tensor_parallel_size > 1), ("async_scheduling",
+                                                                                       self.async_scheduling)):
+                if bad:  # (drafting reads the accepted tokens on the host; the draft runs on rank 0 only)
+                    raise ValueError(f"speculative_config does not work with {knob}={getattr(self, knob)}")
 
     @classmethod
     def from_kwargs(cls, model: str | None, **kwargs: Any) -> "EngineConfig":
@@ -110,6 +118,8 @@ class EngineConfig:
         elif self.max_model_len > limit:
             raise ValueError(f"max_model_len={self.max_model_len} exceeds the model's max_position_embeddings ({limit})")
         self._check_chunking()
+        if self.speculative_config is not None:
+            check_draft_fits(self.speculative_config, hf_config, self.max_model_len)
         tp = self.tensor_parallel_size
         if tp > 1 and tensor_parallel_misfit(hf_config, tp):
             fits = [t for t in range(1, hf_config.num_attention_heads + 1) if not tensor_parallel_misfit(hf_config, t)]

@@ -46,7 +46,8 @@ def greedy_tokens(llm, prompts, params=GREEDY) -> list[list[int]]:
 
 def test_hooks_are_covered():
     """This file tests every exercise that has an engine hook."""
-    tested = {"2.2", "2.3", "2.4", "3.1", "3.2", "3.3", "4.1", "4.2", "5.1", "5.2", "5.3", "5.5", "6.1", "7.1", "8.2"}
+    tested = {"2.2", "2.3", "2.4", "3.1", "3.2", "3.3", "4.1", "4.2", "5.1", "5.2", "5.3", "5.5", "6.1", "7.1",
+              "8.1", "8.2"}
     assert tested == {e.id for e in EXERCISES.values() if e.hook}
 
 
@@ -267,3 +268,16 @@ def test_int8_quantizer(wrong, tiny_llama):
     assert greedy_tokens(build(tiny_llama, "8.2", quantization="int8"), prompts) != reference
     wrong("8.2", quantize_per_channel)  # a right one: the reference's tokens
     assert greedy_tokens(build(tiny_llama, "8.2", quantization="int8"), prompts) == reference
+
+def test_speculative_acceptance(wrong, tiny_llama):
+    """A selected 8.1 runs at every speculative decode step: a rule that accepts every draft changes the greedy
+    tokens; unselected, speculation gives plain decoding's tokens."""
+    def accept_all(p, q, d, n, u, e):
+        return n, (p[torch.arange(len(n)), n] / e).argmax(dim=1)
+
+    wrong("8.1", accept_all, "rejection_sample")
+    prompts = [[1, 2, 3, 4], [9, 8, 7]]
+    spec = {"speculative_config": {"method": "draft_model", "model": "self", "num_draft_layers": 1}}
+    plain = greedy_tokens(build(tiny_llama), prompts)
+    assert greedy_tokens(build(tiny_llama, **spec), prompts) == plain
+    assert greedy_tokens(build(tiny_llama, "8.1", **spec), prompts) != plain

@@ -176,7 +176,16 @@ class BlockManager:
 
     def free(self, seq: Sequence) -> None:
         """Drop a sequence's references; blocks that reach zero go back to the pool, contents intact."""
-        for block_id in reversed(seq.block_table):  # tail blocks first: they are the least shared
+        self.bus.emit("blocks_freed", "BlockManager", seq.seq_id, block_ids=list(seq.block_table))
+        self.trim(seq, 0)
+        seq.num_published_blocks = 0
+        seq.num_computed_tokens = 0
+
+    def trim(self, seq: Sequence, num_tokens: int) -> None:
+        """Drop the references to the blocks past the first ``num_tokens`` tokens (all of them: ``free``;
+        speculative decoding: the blocks that only rejected draft tokens reached)."""
+        keep = seq.num_blocks_needed(self.block_size, num_tokens)
+        for block_id in reversed(seq.block_table[keep:]):  # tail blocks first: they are the least shared
             block = self.blocks[block_id]
             block.ref_count -= 1
             assert block.ref_count >= 0, f"block {block_id} freed twice"
@@ -185,10 +194,7 @@ class BlockManager:
                 if block.hash is None:
                     self.free_block_ids.move_to_end(block_id, last=False)  # nothing worth keeping: reuse first
             self._log("free", seq, block)
-        self.bus.emit("blocks_freed", "BlockManager", seq.seq_id, block_ids=list(seq.block_table))
-        seq.block_table = []
-        seq.num_published_blocks = 0
-        seq.num_computed_tokens = 0
+        del seq.block_table[keep:]
 
     # ---- internals -----------------------------------------------------------------------------
     def _take_free_block(self, seq: Sequence) -> int:

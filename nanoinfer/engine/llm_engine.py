@@ -53,11 +53,21 @@ class LLMEngine:
             runner_class = ModelRunner
         self.model_runner = runner_class(c, self.hf_config, self.model_dir, self.device, self.dtype, self.events)
         self.device = self.model_runner.device  # (rank 0's: cuda:0 with tensor parallelism)
+        self.speculator = None
         try:
+            if c.speculative_config is not None:  # drafts verified in one pass (nanoinfer/speculative)
+                from nanoinfer.speculative.speculator import Speculator
+
+                self.speculator = Speculator(self)
             if num_blocks is None:  # a GPU: what is left after the weights and the peak activations
                 num_blocks = c.check_kv_blocks(self.model_runner.measure_kv_budget(), self.bytes_per_block, knob)
+            if self.speculator:
+                num_blocks = self.speculator.share_kv_budget(num_blocks, knob)
             self.model_runner.setup_kv_cache(num_blocks)
-            self.async_scheduling = c.async_scheduling if c.async_scheduling is not None else self.device.type == "cuda"
+            if self.speculator:
+                self.speculator.setup_kv_cache(num_blocks)
+            self.async_scheduling = c.async_scheduling if c.async_scheduling is not None else (
+                self.device.type == "cuda" and not self.speculator)  # speculation: off (speculator.py)
             self.metrics = EngineMetrics()
             self._reset_state()
             warm = self.device.type == "cuda" or c.compile  # compile and autotune before the first request
@@ -94,8 +104,9 @@ class LLMEngine:
     def shutdown(self) -> None:
         """Give the KV cache and the CUDA graphs' memory back, and stop any tensor-parallel workers. The
         engine cannot run afterwards."""
-        if getattr(self, "model_runner", None) is not None:
-            self.model_runner.shutdown()
+        for part in (getattr(self, "speculator", None), getattr(self, "model_runner", None)):
+            if part is not None:
+                part.shutdown()
 
     # ---- set-up --------------------------------------------------------------------------------
     @staticmethod
@@ -219,7 +230,8 @@ class LLMEngine:
         handle = None
         if batch is not None:
             try:
-                handle = self.model_runner.launch(batch, self._in_flight)
+                speculate = self.speculator and batch.phase == "decode"
+                handle = (self.speculator if speculate else self.model_runner).launch(batch, self._in_flight)
             except BaseException:
                 self.model_runner.step_failed()
                 raise
@@ -245,7 +257,8 @@ class LLMEngine:
         if batch is not None:
             self.metrics.record(StepRecord(
                 step=self.step_index, phase=batch.phase, num_seqs=len(batch.seqs), num_tokens=batch.num_tokens,
-                num_sampled=len(handle.rows), num_preempted=len(batch.preempted), num_finished=len(finished),
+                num_sampled=len(handle.rows) + handle.num_accepted, num_preempted=len(batch.preempted),
+                num_drafted=handle.num_drafted, num_accepted=handle.num_accepted, num_finished=len(finished),
                 used_blocks=self.block_manager.num_used_blocks, start=t0, schedule_s=t1 - t0,
                 model_s=t2 - t1, postprocess_s=t3 - t2, prepare_s=handle.host_s[0], sample_s=handle.host_s[1],
                 comm_bytes=comm_stats.all_reduce_bytes + comm_stats.all_gather_bytes - comm_before[0],

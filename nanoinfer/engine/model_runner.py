@@ -76,6 +76,8 @@ class StepHandle:
     event: torch.cuda.Event | None
     logits: torch.Tensor | None  # kept only when asked for (``keep_logits``)
     host_s: tuple[float, float] = (0.0, 0.0)  # host seconds spent preparing the inputs, and sampling
+    num_drafted: int = 0  # speculative decoding (nanoinfer/speculative): tokens drafted, and accepted
+    num_accepted: int = 0
 
 
 class ModelRunner:

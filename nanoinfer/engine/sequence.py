@@ -32,6 +32,9 @@ class RequestMetrics:
     num_output_tokens: int = 0
     num_cached_tokens: int = 0  # prompt tokens served by the prefix cache at first admission
     num_preemptions: int = 0
+    num_spec_steps: int = 0  # speculative decoding (nanoinfer/speculative): decode steps that verified drafts,
+    num_drafted_tokens: int = 0  # the tokens drafted in them,
+    num_accepted_tokens: int = 0  # and how many of those the target accepted
 
     @property
     def time_to_first_token(self) -> float | None:
@@ -48,10 +51,21 @@ class RequestMetrics:
     def e2e_latency(self) -> float | None:
         return None if self.finished_time is None else self.finished_time - self.arrival_time
 
+    @property
+    def acceptance_rate(self) -> float | None:
+        return self.num_accepted_tokens / self.num_drafted_tokens if self.num_drafted_tokens else None
+
+    @property
+    def mean_accepted_length(self) -> float | None:
+        """Tokens per speculative step: the accepted drafts plus the target's own token."""
+        return 1 + self.num_accepted_tokens / self.num_spec_steps if self.num_spec_steps else None
+
     def as_dict(self) -> dict:
         return {"prompt_tokens": self.num_prompt_tokens, "output_tokens": self.num_output_tokens,
                 "cached_tokens": self.num_cached_tokens, "preemptions": self.num_preemptions,
-                "ttft_s": self.time_to_first_token, "tpot_s": self.time_per_output_token, "e2e_s": self.e2e_latency}
+                "ttft_s": self.time_to_first_token, "tpot_s": self.time_per_output_token, "e2e_s": self.e2e_latency,
+                "drafted_tokens": self.num_drafted_tokens, "accepted_tokens": self.num_accepted_tokens,
+                "acceptance_rate": self.acceptance_rate, "mean_accepted_length": self.mean_accepted_length}
 
 
 class Sequence:

@@ -11,6 +11,9 @@ _QWEN3 = dict(architectures=["Qwen3ForCausalLM"], model_type="qwen3", num_key_va
 SHAPES: dict[str, dict] = {
     "qwen3-0.6b": dict(_QWEN3, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
                        num_attention_heads=16, tie_word_embeddings=True),
+    # not a published model: a small random draft with Qwen3's vocabulary (speculative decoding's benchmarks)
+    "qwen3-draft-tiny": dict(_QWEN3, hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
+                             num_key_value_heads=2, head_dim=64, tie_word_embeddings=True),
     "qwen3-1.7b": dict(_QWEN3, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
                        num_attention_heads=16, tie_word_embeddings=True),
     "qwen3-8b": dict(_QWEN3, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,

@@ -72,6 +72,8 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
     Exercise("7.2", "phase7_benchmarking", ("classify_profile",),
              "a profile classified: host- or device-bound, memory- or compute-bound, top operation"),
     Exercise("7.3", "phase7_benchmarking", ("pick_settings",), "settings picked from a sweep for a goal"),
+    Exercise("8.1", "phase8_speculative", ("rejection_sample",),
+             "speculative sampling's accept/reject step for a batch", "nanoinfer/speculative/speculator.py"),
     Exercise("8.2", "phase8_quantization", ("quantize_per_channel", "dequantize"),
              "per-channel int8 quantize and dequantize of a weight, within half a step", "nanoinfer/quantization.py"),
     Exercise("8.3", "phase8_serving", ("arrival_times", "simulate_arrivals"),
