@@ -94,10 +94,13 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--kv-gib", type=float, default=None, help="KV budget per engine (GPU: several engines share it)")
+    ap.add_argument("--max-num-seqs", type=int, default=None, help="(also the largest CUDA graph captured)")
     ap.add_argument("--commit", required=True, help="the commit that holds the code measured")
     args = ap.parse_args()
     specs = [None] + [json.loads(s) for s in args.spec]
     knobs = {"max_model_len": 2048}
+    if args.max_num_seqs:
+        knobs["max_num_seqs"] = args.max_num_seqs
     if args.kv_gib:
         knobs["kv_cache_memory_bytes"] = int(args.kv_gib * 2**30)
     llms = [LLM(args.model, speculative_config=s, **knobs) for s in specs]
