@@ -12,9 +12,9 @@ sensitive matmul, and a tied head is the embedding table itself). Applied from o
 which the model runner calls once the weights are loaded; it reports what it did in ``LLM.fast_paths()``.
 
 The multiply (``int8_linear``) never keeps a dequantized copy: it hands q and s to a kernel that converts each
-tile as it multiplies (``fast/int8_matmul_triton.py`` on a GPU, ``torch._weight_int8pack_mm`` on a CPU for one
-row), and otherwise (the fallback, tested against the same float32 reference) converts one layer's weight for
-the call only and drops it.
+block as it multiplies (``fast/int8_matmul_triton.py`` on a GPU, ``fast/int8_matmul_cpu.c`` on a CPU for up to
+32 rows; without a C compiler ``torch._weight_int8pack_mm`` for one row), and otherwise (prefill-sized steps; the
+fallback, tested against the same float32 reference) converts one layer's weight for the call only and drops it.
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from nanoinfer.fast.int8_matmul_cpu import int8_matmul_cpu
+from nanoinfer.fast.int8_matmul_cpu import supported as cpu_kernel_supported
 from nanoinfer.parallel.comm import tp_size
 from nanoinfer.workbook.registry import learner_code, selected
 
 QMAX = 127
-CPU_INT8PACK_MAX_ROWS = 1  # torch's CPU int8 kernel handles rows one at a time: above this the fallback is faster
+CPU_INT8PACK_MAX_ROWS = 1  # torch's CPU int8 kernel (no C compiler here) handles rows one at a time
 
 
 def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,15 +60,15 @@ def int8_linear_reference(x: torch.Tensor, q: torch.Tensor, bias: torch.Tensor |
 def int8_linear(x: torch.Tensor, q: torch.Tensor, bias: torch.Tensor | None = None, *,
                 scale: torch.Tensor) -> torch.Tensor:
     """``F.linear(x, dequantize(q, scale), bias)`` without the dequantized weight: a kernel that reads q."""
-    rows = x.numel() // x.shape[-1]
     if x.is_cuda:
-        from nanoinfer.fast.int8_matmul_triton import int8_matmul, supported
+        from nanoinfer.fast.int8_matmul_triton import int8_matmul, supported  # (imports Triton: GPUs only)
 
         if supported(x, q):
             return int8_matmul(x, q, scale, bias)
-    elif rows <= CPU_INT8PACK_MAX_ROWS and x.dtype == torch.float32 and hasattr(torch, "_weight_int8pack_mm"):
-        y = torch._weight_int8pack_mm(x.reshape(rows, x.shape[-1]), q, scale)
-        y = y.reshape(*x.shape[:-1], q.shape[0])
+    elif cpu_kernel_supported(x, q):
+        return int8_matmul_cpu(x, q, scale, bias)
+    elif (rows := x.numel() // x.shape[-1]) <= CPU_INT8PACK_MAX_ROWS and x.dtype == torch.float32:
+        y = torch._weight_int8pack_mm(x.reshape(rows, x.shape[-1]), q, scale).reshape(*x.shape[:-1], q.shape[0])
         return y if bias is None else y + bias
     return int8_linear_reference(x, q, bias, scale)
 

@@ -59,13 +59,21 @@ def float32_reference(x, q, scale, bias):
 @given(st.integers(0, 2**31), st.sampled_from([1, 2, 3, 7, 33]), st.integers(1, 96), st.integers(1, 200),
        st.booleans())
 def test_cpu_kernels_match_the_float32_reference(seed, rows, out_features, in_features, bias):
-    """int8_linear on a CPU (torch's int8 kernel for one row, the fallback for more) and the fallback itself."""
+    """On a CPU: int8_linear (the C kernel up to 32 rows, then the fallback), the C kernel itself, the fallback
+    itself and torch's int8 kernel for one row (used where no C compiler is found)."""
+    from nanoinfer.fast.int8_matmul_cpu import int8_matmul_cpu, load_int8_kernel
+
     g = torch.Generator().manual_seed(seed)
     q, scale = quantize_per_channel(torch.randn(out_features, in_features, generator=g))
     x = torch.randn(rows, in_features, generator=g)
     b = torch.randn(out_features, generator=g) if bias else None
     want = float32_reference(x, q, scale, b)
-    for got in (int8_linear(x, q, b, scale=scale), int8_linear_reference(x, q, b, scale)):
+    results = [int8_linear(x, q, b, scale=scale), int8_linear_reference(x, q, b, scale)]
+    if load_int8_kernel() is not None:
+        results.append(int8_matmul_cpu(x, q, scale, b))
+    if rows == 1:
+        results.append(torch._weight_int8pack_mm(x, q, scale) + (0 if b is None else b))
+    for got in results:
         assert got.dtype == torch.float32 and got.shape == want.shape
         assert relative_error(got, want) < 1e-5, (rows, out_features, in_features)
 
