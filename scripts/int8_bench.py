@@ -73,6 +73,10 @@ def kernel_table(llm, device: torch.device, dtype: torch.dtype, rows_list) -> li
                 lambda x, q, s, c=(bn, bk, w): k.gemv(x, q, s, None, x.new_empty(x.shape[0], q.shape[0]), *c))
         candidates["triton_tiles"] = lambda x, q, s: k.matmul(x, q, s, None, x.new_empty(x.shape[0], q.shape[0]),
                                                               *k.matmul_config(x.shape[0], x.dtype))
+    else:
+        from nanoinfer.fast.int8_matmul_cpu import int8_matmul_cpu
+
+        candidates["c_int8"] = lambda x, q, s: int8_matmul_cpu(x, q, s)
     candidates["torch_int8pack_mm"] = lambda x, q, s: torch._weight_int8pack_mm(x, q, s.to(x.dtype))
     candidates["dequantize_per_call"] = lambda x, q, s: int8_linear_reference(x, q, None, s)
     shapes = sorted({tuple(m.weight.shape) for m in llm.engine.model_runner.model.modules() if isinstance(m, LinearBase)})
@@ -85,8 +89,9 @@ def kernel_table(llm, device: torch.device, dtype: torch.dtype, rows_list) -> li
             want = x.double() @ dequantize(q, s).double().T
             row = {"N": n, "K": k_, "rows": rows, f"{dtype}_F.linear_ms": timed_ms(lambda: F.linear(x, w), device)}
             for name, fn in candidates.items():
-                if name.startswith("triton_gemv") and rows > 16:
-                    continue
+                if (name.startswith("triton_gemv") and rows > 16) or (name == "torch_int8pack_mm" and rows > 16
+                                                                       and device.type == "cpu"):
+                    continue  # (far too slow there)
                 try:
                     got = fn(x, q, s)
                 except Exception as error:  # (a kernel missing on this device or build)
