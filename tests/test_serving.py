@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from helpers import assert_no_leaks, make_tiny_checkpoint
 from nanoinfer import LLM, SamplingParams
@@ -107,6 +109,26 @@ def test_stream_forced_multibyte_text(llm):
     for i in (0, 1):
         assert want[i].text == MULTIBYTE
         assert "".join(deltas[i]) == MULTIBYTE and not any("\ufffd" in d for d in deltas[i])
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.text("ab世🎉", max_size=30), st.lists(st.text("ab世🎉", min_size=1, max_size=4), max_size=3),
+       st.lists(st.integers(1, 30), max_size=10))
+def test_stop_strings_on_any_split(text, stops, cuts):
+    """OpenAI's stop on deltas cut anywhere: the text handed out is the text before the first stop string"""
+    from nanoinfer.serving.stream import StopStrings
+
+    bounds = sorted({min(c, len(text)) for c in cuts} | {0, len(text)})
+    deltas = [text[a:b] for a, b in zip(bounds, bounds[1:])] or [""]
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    want = text[: min(found)] if found else text
+    stop, out, hit = StopStrings(stops), [], False
+    for i, d in enumerate(deltas):
+        piece, hit = stop.feed(d, final=i == len(deltas) - 1)
+        out.append(piece)
+        if hit:
+            break
+    assert "".join(out) == want and hit == bool(found)
 
 
 def test_leaving_a_stream_early_frees_its_blocks(llm):
@@ -421,6 +443,24 @@ def test_forced_multibyte_through_the_server(gated_server):
     assert client.completions.create(**kwargs).choices[0].text == MULTIBYTE
     pieces = [c.choices[0].text for c in client.completions.create(**kwargs, stream=True)]
     assert "".join(pieces) == MULTIBYTE and not any("\ufffd" in p for p in pieces)
+
+
+def test_stop_strings_through_the_server(gated_server):
+    """stop ends the text before the stop string (across tokens and characters), streamed or not, and the
+    request's blocks are freed"""
+    server, llm, gate, reasons = gated_server
+    ids = llm.tokenizer.encode(MULTIBYTE)
+    force_tokens(llm, ids)
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0)
+    for stop, want in ((["🎉👍", "zzz"], "naïve café — 世界 "), ("é —", "naïve caf"), (["nowhere"], MULTIBYTE * 2)):
+        kwargs = dict(model="tiny", prompt="x", max_tokens=2 * len(ids), temperature=0.0, stop=stop,
+                      extra_body={"ignore_eos": True})
+        full = client.completions.create(**kwargs).choices[0]
+        assert (full.text, full.finish_reason) == (want, "stop" if want != MULTIBYTE * 2 else "length")
+        chunks = list(client.completions.create(**kwargs, stream=True))
+        assert "".join(c.choices[0].text for c in chunks) == want
+    time.sleep(0.3)
+    assert llm.block_manager.num_used_blocks == 0
 
 
 def test_http_load_drops_nothing(tiny_tok):

@@ -8,7 +8,8 @@ Every request is checked here, before it reaches the engine: a bad one gets a 40
 ``{"error": {"message", "type", "param", "code"}}``. At most ``max_num_seqs + max_queue`` requests are held;
 more get a 503 at once rather than a queue that grows without limit. A client that disconnects aborts its
 request (its KV blocks are free before the next step). Extensions to OpenAI's fields, as vLLM has them:
-``top_k``, ``ignore_eos``, ``stop_token_ids``.
+``top_k``, ``ignore_eos``, ``stop_token_ids``. ``stop`` strings are applied here, to the text: the request
+is aborted in the engine once one appears.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from nanoinfer.sampling_params import SamplingParams
 from nanoinfer.serving.async_llm import AsyncLLM
 from nanoinfer.serving.metrics import ServerMetrics
+from nanoinfer.serving.stream import StopStrings
 
 
 class APIError(Exception):
@@ -79,8 +81,6 @@ def sampling_params(body: _Sampling, default_max_tokens: int) -> SamplingParams:
         raise APIError(400, f"temperature must be in [0, 2], got {body.temperature}", "temperature")
     if body.n != 1:
         raise APIError(400, f"n must be 1 (one completion per request), got {body.n}", "n")
-    if body.stop:
-        raise APIError(400, "stop strings are not supported: use stop_token_ids", "stop")
     max_tokens = body.max_tokens if body.max_tokens is not None else body.max_completion_tokens
     try:
         return SamplingParams(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
@@ -182,10 +182,10 @@ def build_app(async_llm: AsyncLLM, model_name: str, max_queue: int = 64, shutdow
                 "model": model_name}
         if body.stream:
             usage = bool((body.stream_options or {}).get("include_usage"))
-            events = sse(outputs, head, chat, usage, release)
+            events = sse(pieces(outputs, body.stop), head, chat, usage, release)
             weakref.finalize(events, release)  # (a client gone before the stream started never runs it)
             return StreamingResponse(events, media_type="text/event-stream")
-        task = asyncio.ensure_future(collect(outputs))
+        task = asyncio.ensure_future(collect(outputs, body.stop))
         try:
             while not task.done():  # a client that leaves before the answer aborts its request
                 await asyncio.wait({task}, timeout=0.2)
@@ -199,11 +199,24 @@ def build_app(async_llm: AsyncLLM, model_name: str, max_queue: int = 64, shutdow
         return {**head, "object": "chat.completion" if chat else "text_completion",
                 "choices": [{"index": 0, **message, "finish_reason": reason}], "usage": _usage(len(ids), n)}
 
-    async def collect(outputs):
+    async def pieces(outputs, stop: str | list[str] | None):
+        """(text delta, new tokens, finish reason or None, prompt tokens) per output; a stop string met ends
+        the request there (closing the outputs aborts it in the engine)."""
+        stops = StopStrings([stop] if isinstance(stop, str) else stop or [])
+        try:
+            async for out in outputs:
+                delta, hit = stops.feed(out.delta or "", out.finished)
+                yield delta, len(out.new_token_ids), "stop" if hit else out.finish_reason, out.num_prompt_tokens
+                if hit:
+                    return
+        finally:
+            await outputs.aclose()
+
+    async def collect(outputs, stop):
         text, n, reason = [], 0, None
-        async for out in outputs:
-            text.append(out.delta or "")
-            n, reason = n + len(out.new_token_ids), out.finish_reason
+        async for delta, new, reason, _ in pieces(outputs, stop):
+            text.append(delta)
+            n += new
         return "".join(text), n, reason
 
     async def sse(outputs, head, chat: bool, usage: bool, release):
@@ -213,13 +226,11 @@ def build_app(async_llm: AsyncLLM, model_name: str, max_queue: int = 64, shutdow
             if chat:
                 yield _event({**head, "object": kind, "choices": [{"index": 0, "delta": {"role": "assistant"},
                                                                    "finish_reason": None}]})
-            async for out in outputs:
-                n, num_prompt = n + len(out.new_token_ids), out.num_prompt_tokens
-                if out.delta or out.finished:
-                    piece = {"delta": {"content": out.delta} if out.delta else {}} if chat else \
-                        {"text": out.delta or "", "logprobs": None}
-                    yield _event({**head, "object": kind,
-                                  "choices": [{"index": 0, **piece, "finish_reason": out.finish_reason}]})
+            async for delta, new, reason, num_prompt in outputs:
+                n += new
+                if delta or reason:
+                    piece = {"delta": {"content": delta} if delta else {}} if chat else {"text": delta, "logprobs": None}
+                    yield _event({**head, "object": kind, "choices": [{"index": 0, **piece, "finish_reason": reason}]})
             if usage:
                 yield _event({**head, "object": kind, "choices": [], "usage": _usage(num_prompt, n)})
             yield "data: [DONE]\n\n"

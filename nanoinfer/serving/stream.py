@@ -90,3 +90,23 @@ def stream_requests(engine, prompts, sampling_params, token_ids) -> Iterator[Str
                     yield out
     finally:
         engine.abort(*(s for s in seqs if not s.is_finished))
+
+
+class StopStrings:
+    """OpenAI's ``stop`` on a stream of text deltas: the text ends before the first stop string, which is not
+    returned. Text that may be the start of a stop string is held back until the next delta settles it."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+
+    def feed(self, delta: str, final: bool) -> tuple[str, bool]:
+        """(text to hand out now, whether a stop string was met: the request ends there)."""
+        text, self.pending = self.pending + delta, ""
+        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            return text[: min(hits)], True
+        hold = 0 if final else max((k for s in self.stops for k in range(1, len(s)) if text.endswith(s[:k])),
+                                   default=0)
+        self.pending = text[len(text) - hold:] if hold else ""
+        return text[: len(text) - hold], False
