@@ -206,6 +206,38 @@ def test_async_llm_adds_and_aborts_while_running(tiny_tok):
     llm.shutdown()
 
 
+def test_async_llm_step_failure_fails_its_requests_only(tiny_tok):
+    """a step that raises fails the requests in flight with its error and frees their blocks; the engine
+    thread goes on serving the next request"""
+    from nanoinfer.serving.async_llm import AsyncLLM
+
+    llm = LLM(str(tiny_tok), **KNOBS)
+    step, calls = llm.engine.step, []
+
+    def failing_once():
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("a broken step")
+        return step()
+
+    llm.engine.step = failing_once
+    engine = AsyncLLM(llm)
+
+    async def run(prompt):
+        return [t async for out in engine.generate(prompt, GREEDY) for t in out.new_token_ids]
+
+    async def main():
+        with pytest.raises(RuntimeError, match="a broken step"):
+            await run(PROMPTS[0])
+        tokens = await run(PROMPTS[1])
+        await engine.shutdown()
+        return tokens
+
+    assert len(asyncio.run(main())) == GREEDY.max_tokens
+    assert_no_leaks(llm)
+    llm.shutdown()
+
+
 # ---- the server ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server_process(tiny_tok):

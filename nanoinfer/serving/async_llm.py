@@ -28,12 +28,18 @@ class EngineStopped(RuntimeError):
 
 
 class _Request:
-    """One request in flight: the sequence (set by the engine thread) and where its output goes."""
+    """One request in flight: the sequence (set by the engine thread) and the asyncio queue its output goes to."""
 
-    def __init__(self, deliver: Callable[[StreamOutput | BaseException], None]) -> None:
-        self.deliver = deliver
+    def __init__(self, loop: asyncio.AbstractEventLoop, outputs: asyncio.Queue) -> None:
+        self.loop, self.outputs = loop, outputs
         self.seq: Sequence | None = None
         self.stream: RequestStream | None = None
+
+    def deliver(self, out: StreamOutput | BaseException) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.outputs.put_nowait, out)
+        except RuntimeError:  # its event loop is closed: nobody is listening any more
+            pass
 
 
 class AsyncLLM:
@@ -60,7 +66,7 @@ class AsyncLLM:
         ids = prompt_token_ids if prompt_token_ids is not None else self.engine.tokenize(prompt)
         loop = asyncio.get_running_loop()
         outputs: asyncio.Queue = asyncio.Queue()
-        request = _Request(lambda out: loop.call_soon_threadsafe(outputs.put_nowait, out))
+        request = _Request(loop, outputs)
         text = IncrementalDetokenizer(self.engine.detokenize)
         self.num_unfinished += 1
         self._commands.put(("add", request, prompt, params, ids))
@@ -100,6 +106,19 @@ class AsyncLLM:
 
     # ---- the engine thread ---------------------------------------------------------------------
     def _loop(self) -> None:
+        try:
+            self._run()
+        finally:  # (a crash, or requests that came after the stop): nobody may wait for ever
+            stopped = EngineStopped("the engine thread has stopped")
+            self.engine.abort(*(r.seq for r in self._requests if r.seq is not None))
+            for r in self._requests:
+                r.deliver(stopped)
+            while not self._commands.empty():
+                command = self._commands.get_nowait()
+                if command[0] == "add":
+                    command[1].deliver(stopped)
+
+    def _run(self) -> None:
         engine, stop = self.engine, False
         while not stop:
             # Idle: sleep until a command comes. Busy: take whatever came during the last step.
@@ -149,10 +168,7 @@ class AsyncLLM:
             if out.finished:
                 for hook in self.finished_hooks:
                     hook(r.seq)
-            try:
-                r.deliver(out)
-            except RuntimeError:  # its event loop is closed: nobody is listening any more
-                pass
+            r.deliver(out)
         self._requests = [r for r in self._requests if not r.stream.done]
         self.stats = self._stats()
 
