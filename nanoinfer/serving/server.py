@@ -88,7 +88,7 @@ def sampling_params(body: _Sampling, default_max_tokens: int) -> SamplingParams:
                               seed=body.seed, ignore_eos=body.ignore_eos, stop_token_ids=body.stop_token_ids)
     except ValueError as e:
         field = str(e).split(" ")[0].removeprefix("SamplingParams.")
-        raise APIError(400, str(e), "max_tokens" if field == "max_tokens" else field) from None
+        raise APIError(400, str(e), field) from None
 
 
 def build_app(async_llm: AsyncLLM, model_name: str, max_queue: int = 64, shutdown_timeout: float = 0.0) -> FastAPI:
@@ -118,13 +118,17 @@ def build_app(async_llm: AsyncLLM, model_name: str, max_queue: int = 64, shutdow
             f"{'.'.join(loc) or 'body'}: {first.get('msg', 'invalid request')}"
         return await api_error(request, APIError(400, message, loc[0] if loc else None))
 
-    def admit(body: _Sampling, prompt_ids: list[int]) -> SamplingParams:
+    def check_model(body: _Sampling) -> None:
         if body.model != model_name:
             raise APIError(400, f"model {body.model!r} is not served here; this server serves {model_name!r}",
                            "model", "model_not_found")
+
+    def admit(body: _Sampling, prompt_ids: list[int]) -> SamplingParams:
         params = sampling_params(body, 16 if isinstance(body, CompletionRequest)
                                  else engine.config.max_model_len - len(prompt_ids))
-        if state["in_flight"] >= capacity or not async_llm.running:
+        if not async_llm.running:
+            raise APIError(503, "the engine has stopped", None, "engine_stopped", "server_error")
+        if state["in_flight"] >= capacity:
             raise APIError(503, f"the server holds {state['in_flight']} requests, its limit (max_num_seqs + "
                                 f"max_queue = {capacity}): retry later", None, "queue_full", "server_overloaded")
         return params
@@ -152,11 +156,13 @@ def build_app(async_llm: AsyncLLM, model_name: str, max_queue: int = 64, shutdow
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
+        check_model(body)
         ids = tokenize(body.prompt, "prompt")
         return await respond(body, request, ids, admit(body, ids), chat=False)
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request):
+        check_model(body)
         if llm.tokenizer is None or not getattr(llm.tokenizer, "chat_template", None):
             raise APIError(400, f"model {model_name!r} has no chat template: use /v1/completions", "messages")
         conversation = [m.model_dump() for m in body.messages]
