@@ -66,9 +66,8 @@ def kernel_table(llm, device: torch.device, dtype: torch.dtype, rows_list) -> li
     if device.type == "cuda":
         from nanoinfer.fast import int8_matmul_triton as k
 
-        candidates["triton_gemv"] = lambda x, q, s: k.gemv(x, q, s, None, x.new_empty(x.shape[0], q.shape[0]),
-                                                           *k.gemv_config(*q.shape))
-        for bn, bk, w in ((4, 512, 4), (8, 256, 4), (8, 1024, 8), (16, 512, 8), (32, 256, 4)):
+        candidates["triton_gemv (tuned)"] = lambda x, q, s: k.gemv(x, q, s, None, x.new_empty(x.shape[0], q.shape[0]))
+        for bn, bk, w in k.GEMV_CONFIGS:
             candidates[f"triton_gemv_{bn}x{bk}w{w}"] = (
                 lambda x, q, s, c=(bn, bk, w): k.gemv(x, q, s, None, x.new_empty(x.shape[0], q.shape[0]), *c))
         candidates["triton_tiles"] = lambda x, q, s: k.matmul(x, q, s, None, x.new_empty(x.shape[0], q.shape[0]),

@@ -59,9 +59,12 @@ def _matmul(x_ptr, q_ptr, s_ptr, b_ptr, out_ptr, M, N, K, stride_x, stride_out,
              mask=(m[:, None] < M) & (n[None, :] < N))
 
 
-def gemv_config(N: int, K: int) -> tuple[int, int, int]:
-    """(BLOCK_N, BLOCK_K, num_warps) of the matrix-vector kernel: enough programs to fill the GPU's SMs."""
-    return (8 if N <= 2048 else 16), 512, 4
+# Matrix-vector configurations (BLOCK_N, BLOCK_K, num_warps), tried on each weight shape's first product (the
+# engine's warm-up, before any CUDA graph is recorded) and the fastest kept: enough programs to fill the SMs
+# against few enough loop trips to hide the loads' latency depends on the shape.
+GEMV_CONFIGS = ((4, 512, 4), (8, 256, 4), (8, 512, 4), (8, 1024, 8), (16, 512, 8), (32, 256, 4))
+_gemv_tuned = triton.autotune([triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w) for n, k, w in GEMV_CONFIGS],
+                              key=["N", "K"])(_gemv)
 
 
 def matmul_config(M: int, dtype: torch.dtype) -> tuple[int, int, int, int, int]:
@@ -70,11 +73,17 @@ def matmul_config(M: int, dtype: torch.dtype) -> tuple[int, int, int, int, int]:
     return block_m, (64 if M <= 64 else 128), (64 if dtype == torch.float32 else 128), (4 if block_m <= 64 else 8), 3
 
 
-def gemv(x2, q, scale, bias, out, block_n: int, block_k: int, num_warps: int) -> None:
+def gemv(x2, q, scale, bias, out, block_n: int | None = None, block_k: int | None = None, num_warps: int = 4):
+    """The matrix-vector kernel, at the fastest of GEMV_CONFIGS for this shape, or at the configuration given."""
     N, K = q.shape
-    _gemv[(triton.cdiv(N, block_n), x2.shape[0])](
-        x2, q, scale, bias if bias is not None else scale, out, N, K, x2.stride(0), out.stride(0),
-        HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps)
+    args = (x2, q, scale, bias if bias is not None else scale, out, N, K, x2.stride(0), out.stride(0))
+    if block_n is None and not x2.is_cuda:  # (Triton's interpreter, for tests: nothing to time)
+        block_n, block_k, num_warps = GEMV_CONFIGS[2]
+    if block_n is None:
+        _gemv_tuned[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), x2.shape[0])](*args, HAS_BIAS=bias is not None)
+    else:
+        _gemv[(triton.cdiv(N, block_n), x2.shape[0])](*args, HAS_BIAS=bias is not None, BLOCK_N=block_n,
+                                                        BLOCK_K=block_k, num_warps=num_warps)
 
 
 def matmul(x2, q, scale, bias, out, block_m: int, block_n: int, block_k: int, num_warps: int, num_stages: int):
@@ -95,7 +104,7 @@ def int8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: tor
     M = x2.shape[0]
     out = torch.empty(M, N, dtype=x.dtype, device=x.device)
     if M <= gemv_max_rows:
-        gemv(x2, q, scale, bias, out, *gemv_config(N, K))
+        gemv(x2, q, scale, bias, out)
     else:
         matmul(x2, q, scale, bias, out, *matmul_config(M, x.dtype))
     return out.reshape(*x.shape[:-1], N)
