@@ -38,9 +38,9 @@ PASSAGE = (
     "travelled faster than ever before. Historians often link the press to the Reformation, the Scientific "
     "Revolution and the rise of newspapers, although each of these had many other causes as well."
 )
-INSTRUCTIONS = ["Rewrite the following passage in your own words, keeping every fact:",
+INSTRUCTIONS = ["Rewrite the following passage, correcting its spelling and grammar:",
                 "Summarise the following passage, keeping its key sentences:",
-                "Copy the following passage, fixing any spelling mistakes:",
+                "Rewrite the following passage in your own words, keeping every fact:",
                 "Rewrite the following passage for a school textbook:"]
 
 

@@ -3,9 +3,10 @@
     1. room     how many tokens each sequence may draft: num_speculative_tokens, capped by its max_tokens, by
                 max_model_len and by the free KV slots (reserved now; a draft never preempts anyone)
     2. propose  the proposer's drafts (ngram.py, draft_model.py), appended to the sequences' tokens
-    3. verify   one target pass feeds each sequence's last token and its drafts (several queries per sequence:
-                the attention backends' prefill path, so these steps run eager, outside the CUDA graphs) and
-                keeps the logits of every position
+    3. verify   one target pass feeds each sequence's last token and its drafts and keeps the logits of every
+                position. Each fed token is laid out as a decode row of its own (its sequence's block table, the
+                context up to its own position: the step writes every token's keys and values before attention
+                reads), so verification runs the backends' decode kernels, and replays CUDA graphs on a GPU
     4. accept   rejection.py's rule (Exercise 8.1): per sequence, the accepted drafts and one more token
     5. roll back  rejected drafts leave the tokens, the computed count and the KV blocks only they reached;
                 the prefix cache never saw them (blocks are published up to the known tokens only)
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -43,7 +45,7 @@ class Speculator:
         self.generator = torch.Generator(device=self.runner.device).manual_seed(engine.config.seed)
         self.runner.fast_paths.add("speculative decoding", f"{self.proposer.describe()}, k={self.k}",
                                    f"speculative_config={spec}; async scheduling off: drafting reads the "
-                                   "accepted tokens on the host; verify steps run eager (prefill path)")
+                                   "accepted tokens on the host; verify steps: one decode row per token")
 
     # ---- set-up --------------------------------------------------------------------------------
     def share_kv_budget(self, num_blocks: int, knob: str) -> int:
@@ -71,12 +73,16 @@ class Speculator:
         batch.num_new_tokens = [1 + len(d) for d in drafts]
         inputs = self.runner.host_inputs(batch)
         inputs.logits_index = list(range(len(inputs.input_ids)))  # the drafts' logits too
-        if any(drafts):
-            inputs.phase = "prefill"  # several queries per sequence
+        starts = inputs.query_start[:-1]  # each sequence's first row of logits
+        if any(drafts):  # every fed token a decode row of its own, seeing the cache up to its own position
+            inputs.block_tables = np.repeat(inputs.block_tables, inputs.query_lens, axis=0)
+            inputs.seq_lens = [p + 1 for p in inputs.positions]
+            inputs.query_lens = [1] * len(inputs.positions)
+            inputs.query_start = list(range(len(inputs.positions) + 1))
         t1 = time.perf_counter()
         logits = self.runner.run_on_ranks(inputs, None)
         t2 = time.perf_counter()
-        num_accepted, tokens = self.verify(seqs, drafts, draft_probs, logits, inputs.query_start)
+        num_accepted, tokens = self.verify(seqs, drafts, draft_probs, logits, starts)
         kept = []
         for i, (seq, length, d, a) in enumerate(zip(seqs, lengths, drafts, num_accepted)):
             for j in range(a):  # an accepted stop token ends the request there
@@ -117,11 +123,11 @@ class Speculator:
                 row.exponential_(generator=seq.generator)
         return noise
 
-    def verify(self, seqs, drafts, draft_probs, logits, query_start) -> tuple[list[int], list[int]]:
+    def verify(self, seqs, drafts, draft_probs, logits, starts) -> tuple[list[int], list[int]]:
         """The accept/reject rule over the batch, the drafts padded to the longest."""
         device, V = logits.device, logits.shape[1]
         B, K = len(seqs), max(len(d) for d in drafts)
-        rows = [[start + min(j, len(d)) for j in range(K + 1)] for start, d in zip(query_start, drafts)]
+        rows = [[start + min(j, len(d)) for j in range(K + 1)] for start, d in zip(starts, drafts)]
         params = [s.sampling_params for s, d in zip(seqs, drafts) for _ in range(len(d) + 1)]
         target = probabilities(logits, params)[torch.tensor(rows, device=device)]  # [B, K + 1, V]
         tokens = torch.tensor([d + [0] * (K - len(d)) for d in drafts], dtype=torch.int64, device=device)
