@@ -1,5 +1,5 @@
 """Speculative decoding on a GPU (``pytest -m gpu``): float32 on the Triton backend, where greedy tokens must
-equal plain decoding's (with CUDA graphs for plain decode steps and the draft's steps, eager verify steps),
+equal plain decoding's (verify steps and the draft's steps replayed from CUDA graphs),
 with chunked prefill, prefix hits and preemption in the same runs, and no KV block leaked."""
 
 import pytest
@@ -44,8 +44,7 @@ def test_greedy_equals_plain_decoding_on_gpu(method, tiny_qwen3, tmp_path):
     assert_no_leaks(llm)
     steps, stats = llm.step_timeline(), llm.cache_stats()
     assert steps.num_drafted.sum() > 0 and stats["preemptions"] > 0 and stats["hit_tokens"] > 0
-    if method != "ngram":
-        assert "decode batches" in llm.model_runner.fast_paths.frame().set_index("name").loc["CUDA graphs", "applied"]
+    assert llm.model_runner.graphs.coverage.replayed_steps > 0  # verify steps are decode rows: graphs replay them
     llm.shutdown()
 
 
