@@ -40,6 +40,8 @@ def main() -> None:
     p.add_argument("--commit", required=True)
     p.add_argument("--model", default="qwen3-0.6b")
     p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--profiles-into", default=None,
+                   help="measure only the profiles, into this existing record (its other parts keep their commit)")
     args = p.parse_args()
     record = {"card": f"1 x {torch.cuda.get_device_name()} (device tool nvidia-h200)",
               "date": time.strftime("%Y-%m-%d"),
@@ -51,6 +53,12 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(record, indent=1, default=str) + "\n")
 
     t0 = time.perf_counter()
+    if args.profiles_into:
+        kept = json.loads(Path(args.profiles_into).read_text())
+        kept["commit"] = f"{kept['commit']} (suite, sweeps); {args.commit} (profiles, rates)"
+        kept["command"] += f"; profiles: {record['command']} --profiles-into RECORD"
+        record = kept
+        return profile_part(args, record, save, t0)
     record["suite"] = table(bench.suite(list(SEED_CATEGORIES), model=args.model, scale=args.scale))
     print(f"suite done at {time.perf_counter() - t0:.0f} s", flush=True)
     save()
@@ -69,6 +77,10 @@ def main() -> None:
         print(f"sweep {knob} done at {time.perf_counter() - t0:.0f} s", flush=True)
         save()
 
+    profile_part(args, record, save, t0)
+
+
+def profile_part(args, record: dict, save, t0: float) -> None:
     llm = LLM(args.model, max_model_len=4400)
     rates = machine_rates(llm.engine.device, llm.engine.dtype)
     record["rates"] = rates
