@@ -6,7 +6,8 @@ Asyncio code only tokenises and detokenises, so a slow client never stalls a ste
 never touches the tokenizer. ``generate`` is an async iterator of StreamOutput; leaving it early (a client
 gone) aborts the request, and its KV blocks are free before the next step.
 
-While an AsyncLLM runs, only its thread may use the engine: don't call ``llm.generate`` beside it.
+While an AsyncLLM runs, only its thread may use the engine: don't call ``llm.generate`` beside it. The
+engine's events (``llm.trace``) then come from that thread; the exercise selection is the process's, as ever.
 """
 
 from __future__ import annotations
