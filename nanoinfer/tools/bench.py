@@ -189,8 +189,8 @@ def memory_settings(workload: str | Workload, fractions: list[float], *, model: 
                     scale: float = 1.0, seed: int = 0) -> list[float]:
     """``gpu_memory_utilization`` values whose KV cache holds each fraction of what the workload needs at once
     (``Workload.kv_blocks_needed``): one probe engine measures what the weights and activations take."""
-    probe = LLM(model, max_model_len=_needed_len(workload, scale), gpu_memory_utilization=0.3, enforce_eager=True,
-                compile=False)
+    probe = LLM(model, max_model_len=_needed_len(workload, scale), gpu_memory_utilization=0.3)  # (as the sweep
+    # builds them: CUDA graphs and compiled kernels hold memory of their own)
     report = probe.engine.memory_report()
     w = _workload(workload, probe.engine.hf_config.vocab_size, scale, seed)
     probe.shutdown()
