@@ -84,6 +84,7 @@ def gemv(x2, q, scale, bias, out, block_n: int | None = None, block_k: int | Non
     else:
         _gemv[(triton.cdiv(N, block_n), x2.shape[0])](*args, HAS_BIAS=bias is not None, BLOCK_N=block_n,
                                                         BLOCK_K=block_k, num_warps=num_warps)
+    return out
 
 
 def matmul(x2, q, scale, bias, out, block_m: int, block_n: int, block_k: int, num_warps: int, num_stages: int):
@@ -92,6 +93,7 @@ def matmul(x2, q, scale, bias, out, block_m: int, block_n: int, block_k: int, nu
         x2, q, scale, bias if bias is not None else scale, out, M, N, K, x2.stride(0), out.stride(0),
         HAS_BIAS=bias is not None, IEEE=x2.dtype == torch.float32, BLOCK_M=block_m, BLOCK_N=block_n,
         BLOCK_K=block_k, num_warps=num_warps, num_stages=num_stages)
+    return out
 
 
 def int8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None,
