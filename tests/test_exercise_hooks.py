@@ -269,6 +269,7 @@ def test_int8_quantizer(wrong, tiny_llama):
     wrong("8.2", quantize_per_channel)  # a right one: the reference's tokens
     assert greedy_tokens(build(tiny_llama, "8.2", quantization="int8"), prompts) == reference
 
+
 def test_speculative_acceptance(wrong, tiny_llama):
     """A selected 8.1 runs at every speculative decode step: a rule that accepts every draft changes the greedy
     tokens; unselected, speculation gives plain decoding's tokens."""
