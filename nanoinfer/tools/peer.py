@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nanoinfer.tools.roofline import sync as _sync
 from nanoinfer.tools.shapes import shape_config
 from nanoinfer.tools.workloads import Workload
 
@@ -31,11 +32,6 @@ class Result:
     @property
     def generated_per_s(self) -> float:
         return self.generated_tokens / self.seconds
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def hf_model(model_dir: str | None, shape: str | None, dtype: torch.dtype, device: torch.device, attn: str):

@@ -17,7 +17,8 @@ import torch
 from nanoinfer.models.llama import head_dim_of
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on a CPU): timings stop the clock after it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -26,10 +27,10 @@ def _best_seconds(fn, device: torch.device, repeats: int) -> list[float]:
     fn()  # once untimed: allocation, kernel selection
     times = []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - t0)
     return times
 
