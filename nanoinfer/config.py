@@ -40,7 +40,7 @@ class EngineConfig:
     attention_backend: str = "auto"  # see ATTENTION_BACKENDS; auto: cpu (C) or torch on CPUs, flash_attn or triton on GPUs
     async_scheduling: bool | None = None  # schedule step N+1 while step N runs; default: on for CUDA
     enforce_eager: bool = False  # True: no CUDA graphs
-    cuda_graph_max_batch_size: int | None = None  # largest captured decode batch; default: max_num_seqs, <= 512
+    cuda_graph_max_batch_size: int | None = None  # largest captured decode batch; default: max_num_seqs (x (1+k) with drafts), <=512
     compile: bool | None = None  # torch.compile RMSNorm, rotary, SiLU-and-mul, sampling; default: on for CUDA
     fused_attention_prologue: bool = True  # CUDA + triton: q/k norms, rotary, KV write as one kernel per layer
     cpu_small_ops: bool = True  # CPU float32: RMSNorm, rotary, SiLU-and-mul as C loops (fast/small_ops_cpu.c)
@@ -90,10 +90,12 @@ class EngineConfig:
         self._check_chunking()
         if self.speculative_config is not None:
             self.speculative_config = check_speculative_config(self.speculative_config)
-            for knob, bad in (("tensor_parallel_size", self.tensor_parallel_size > 1), ("async_scheduling",
-                                                                                       self.async_scheduling)):
-                if bad:  # (drafting reads the accepted tokens on the host; the draft runs on rank 0 only)
-                    raise ValueError(f"speculative_config does not work with {knob}={getattr(self, knob)}")
+            if self.async_scheduling:  # drafting reads the accepted tokens on the host
+                raise ValueError("speculative_config does not work with async_scheduling=True")
+            if self.tensor_parallel_size > 1 and self.speculative_config["method"] != "ngram":
+                raise ValueError(f"speculative_config['method']='draft_model' does not work with tensor_parallel_size="
+                                 f"{self.tensor_parallel_size} (a draft model runs on one rank); prompt lookup "
+                                 "({'method': 'ngram'}) does")
 
     @classmethod
     def from_kwargs(cls, model: str | None, **kwargs: Any) -> "EngineConfig":

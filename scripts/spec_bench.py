@@ -83,6 +83,10 @@ def run(llm: LLM, prompts, max_tokens: int) -> dict:
             "mean_accepted_length": 1 + accepted / spec_steps if spec_steps else None}
 
 
+def first_difference(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out")
@@ -95,10 +99,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--kv-gib", type=float, default=None, help="KV budget per engine (GPU: several engines share it)")
     ap.add_argument("--max-num-seqs", type=int, default=None, help="(also the largest CUDA graph captured)")
+    ap.add_argument("--dtype", default="auto", help="float32 on a GPU: greedy tokens must then equal plain decoding's")
     ap.add_argument("--commit", required=True, help="the commit that holds the code measured")
     args = ap.parse_args()
     specs = [None] + [json.loads(s) for s in args.spec]
-    knobs = {"max_model_len": 2048}
+    knobs = {"max_model_len": 2048, "dtype": args.dtype}
     if args.max_num_seqs:
         knobs["max_num_seqs"] = args.max_num_seqs
     if args.kv_gib:
@@ -124,12 +129,16 @@ def main() -> None:
                    "speedup_decode": r["decode_tokens_per_s"] / plain["decode_tokens_per_s"],
                    "speedup_e2e": r["e2e_tokens_per_s"] / plain["e2e_tokens_per_s"],
                    "same_tokens_as_plain": r["tokens"] == plain["tokens"],
+                   # bfloat16: a verify step's wider matmuls round differently, and a near-tie may flip
+                   "tokens_before_first_difference": sum(first_difference(a, b) for a, b in zip(
+                       r["tokens"], plain["tokens"])) / sum(map(len, plain["tokens"])),
                    "prompt_tokens": sum(map(len, prompts)) // batch}
             results.append(row)
             print(json.dumps(row))
     record = {"card": card, "date": time.strftime("%Y-%m-%d"), "commit": args.commit,
               "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-              "model": args.model or "default (SmolLM2-135M-Instruct)", "workload": args.workload,
+              "model": args.model or "default (SmolLM2-135M-Instruct)", "dtype": str(llms[0].engine.dtype),
+              "workload": args.workload,
               "max_tokens": args.max_tokens, "repeats": args.repeats,
               "fast_paths": [llm.fast_paths().to_dict("records") for llm in llms[1:]], "results": results}
     with open(args.out, "w") as f:

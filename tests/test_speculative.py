@@ -9,6 +9,7 @@ import torch
 
 from helpers import assert_no_leaks, make_tiny_checkpoint
 from nanoinfer import LLM, SamplingParams
+from nanoinfer.speculative.ngram import prompt_lookup
 from nanoinfer.speculative.rejection import rejection_sample
 from spec_stats import worst_p_value
 
@@ -152,14 +153,29 @@ def test_draft_must_share_the_vocabulary(tiny_llama, tmp_path):
     other = make_tiny_checkpoint("llama", tmp_path / "v256", vocab_size=256)
     with pytest.raises(ValueError, match="vocabulary of 256 tokens, the target 512"):
         LLM(str(tiny_llama), speculative_config={"method": "draft_model", "model": str(other)})
-    for knobs, name in ((dict(async_scheduling=True), "async_scheduling"), (dict(tensor_parallel_size=2),
-                                                                             "tensor_parallel_size")):
-        with pytest.raises(ValueError, match=name):
-            LLM(str(tiny_llama), speculative_config={"method": "ngram"}, **knobs)
+    with pytest.raises(ValueError, match="async_scheduling"):
+        LLM(str(tiny_llama), speculative_config={"method": "ngram"}, async_scheduling=True)
+    with pytest.raises(ValueError, match="tensor_parallel_size=2 .a draft model runs on one rank"):
+        LLM(str(tiny_llama), speculative_config={"method": "draft_model", "model": "self", "num_draft_layers": 1},
+            tensor_parallel_size=2)
 
 
-def test_reported(tiny_llama):
-    llm = LLM(str(tiny_llama), max_model_len=128, speculative_config={"method": "ngram"})
-    assert "speculative decoding" in repr(llm) and not llm.engine.async_scheduling
-    row = llm.fast_paths().set_index("name").loc["speculative decoding"]
-    assert "k=4" in row.applied and "async scheduling off" in row.reason
+def test_prompt_lookup_under_tensor_parallelism(reference):
+    """Prompt lookup with two gloo ranks: verify steps run on both shards; tokens as without speculation."""
+    ref = reference("qwen3")
+    llm, outs = run_twice(ref.path, ref.prompts, speculative_config=speculative("ngram", ref.path, None),
+                          tensor_parallel_size=2, **TIGHT)
+    for out in outs:
+        assert [o.token_ids for o in out] == ref.greedy
+    assert llm.cache_stats()["preemptions"] > 0 and llm.step_timeline().num_accepted.sum() > 0
+    llm.shutdown()
+
+
+@pytest.mark.parametrize("tokens, k, want", [
+    ([5, 6, 7, 8, 5, 6, 9, 1, 5, 6], 2, [9, 1]),  # the latest occurrence of "5 6", k tokens after it
+    ([5, 6, 7, 8, 9, 5, 6, 5, 6], 3, [7, 8, 9]),  # the latest has only 2 tokens after it: the earliest
+    ([3, 3, 3, 3, 3, 3], 2, [3, 3]),  # a run: not just the one token after the latest "3 3"
+    ([1, 2, 3, 4], 2, []),
+])
+def test_prompt_lookup(tokens, k, want):
+    assert prompt_lookup(tokens, min_n=2, max_n=3, k=k) == want

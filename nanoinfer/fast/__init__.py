@@ -149,7 +149,9 @@ def capture_cuda_graphs(runner):
     from nanoinfer.fast.cuda_graphs import CudaGraphRunner  # (imports nanoinfer.attention: not at the top)
 
     t0 = time.perf_counter()
-    max_batch = min(c.cuda_graph_max_batch_size or 512, c.max_num_seqs)
+    # A verify step feeds each sequence's k drafts and its last token as k + 1 decode rows.
+    rows_per_seq = 1 + c.speculative_config["num_speculative_tokens"] if c.speculative_config else 1
+    max_batch = min(c.cuda_graph_max_batch_size or 512, c.max_num_seqs * rows_per_seq)
     graphs = CudaGraphRunner(runner.model, backend, runner.attention_layers[0].num_kv_heads,
                              runner.hf_config.hidden_size, max_batch, c.max_model_len, c.kvcache_block_size,
                              runner.device, runner.dtype)

@@ -9,15 +9,18 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 
 def prompt_lookup(token_ids: list[int], min_n: int, max_n: int, k: int) -> list[int]:
-    """Up to ``k`` tokens that followed the latest earlier occurrence of the sequence's last n tokens, for the
-    longest n in [min_n, max_n] that occurs; [] when none does."""
+    """Up to ``k`` tokens that followed an earlier occurrence of the sequence's last n tokens, for the longest
+    n in [min_n, max_n] that occurs; [] when none does. The occurrence: the latest with k tokens after it (the
+    most recent context is the likeliest to repeat), else the earliest (in a run such as "a a a a" the latest
+    occurrence is followed by one token only)."""
     tokens = np.asarray(token_ids, dtype=np.int64)
     for n in range(min(max_n, len(tokens) - 1), min_n - 1, -1):
         # windows of every earlier start (the suffix itself excluded), compared with the suffix at once
         windows = sliding_window_view(tokens[:-1], n)
         hits = np.flatnonzero((windows == tokens[-n:]).all(axis=1))
         if len(hits):
-            start = hits[-1] + n  # the latest occurrence: the most recent context is the likeliest to repeat
+            full = hits[hits + n + k <= len(tokens)]
+            start = (full[-1] if len(full) else hits[0]) + n
             return tokens[start : start + k].tolist()
     return []
 
