@@ -27,31 +27,13 @@ import time
 import torch
 
 from nanoinfer import LLM, SamplingParams
-
-PASSAGE = (
-    "The printing press was developed around 1440 by Johannes Gutenberg, a goldsmith from Mainz. He combined "
-    "movable metal type, an oil-based ink and a wooden screw press adapted from those used to make wine. Before "
-    "the press, books were copied by hand, which made them rare and expensive; a single Bible could take a scribe "
-    "several years. Within fifty years of Gutenberg's first books, printing shops had spread to more than two "
-    "hundred cities across Europe, and millions of volumes had been produced. Cheaper books meant that more "
-    "people learned to read, that scholars could compare the same text in different cities, and that new ideas "
-    "travelled faster than ever before. Historians often link the press to the Reformation, the Scientific "
-    "Revolution and the rise of newspapers, although each of these had many other causes as well."
-)
-INSTRUCTIONS = ["Rewrite the following passage, correcting its spelling and grammar:",
-                "Summarise the following passage, keeping its key sentences:",
-                "Rewrite the following passage in your own words, keeping every fact:",
-                "Rewrite the following passage for a school textbook:"]
-
+from nanoinfer.tools.workloads import rewrite_prompts
 
 def prompts_for(llm: LLM, workload: str, batch: int, prompt_len: int, seed: int = 0) -> list[list[int]]:
-    """rewrite: a chat asking to rewrite or summarise PASSAGE (real text through the tokenizer); repetitive:
+    """rewrite: chats asking to rewrite or summarise a passage (tools/workloads.py); repetitive:
     random ids, a random chunk repeated (random-weight shapes have no tokenizer); random: random ids."""
     if workload == "rewrite":
-        tok = llm.tokenizer
-        texts = [tok.apply_chat_template([{"role": "user", "content": f"{INSTRUCTIONS[i % 4]}\n\n{PASSAGE}"}],
-                                         tokenize=False, add_generation_prompt=True) for i in range(batch)]
-        return [tok.encode(t, add_special_tokens=False) for t in texts]
+        return rewrite_prompts(llm, batch)
     rng = random.Random(seed)
     vocab = llm.engine.hf_config.vocab_size
     out = []

@@ -47,7 +47,7 @@ def greedy_tokens(llm, prompts, params=GREEDY) -> list[list[int]]:
 def test_hooks_are_covered():
     """This file tests every exercise that has an engine hook."""
     tested = {"2.2", "2.3", "2.4", "3.1", "3.2", "3.3", "4.1", "4.2", "5.1", "5.2", "5.3", "5.5", "6.1", "7.1",
-              "8.1", "8.2"}
+              "8.1", "8.2", "8.3"}
     assert tested == {e.id for e in EXERCISES.values() if e.hook}
 
 
@@ -282,3 +282,28 @@ def test_speculative_acceptance(wrong, tiny_llama):
     plain = greedy_tokens(build(tiny_llama), prompts)
     assert greedy_tokens(build(tiny_llama, **spec), prompts) == plain
     assert greedy_tokens(build(tiny_llama, "8.1", **spec), prompts) != plain
+
+
+def test_arrival_simulator(wrong, tiny_llama):
+    """8.3: a selected 8.3 draws the load generator's arrivals and runs its continuous-batching rows (static
+    batching stays the engine's): arrivals twice as dense offer more requests; a simulator that reports no
+    request shows in the continuous row only."""
+    from nanoinfer.serving import loadgen
+
+    def denser(rate, num_requests, rng):
+        return loadgen.arrival_times(2 * rate, num_requests, rng)
+
+    def nothing(llm, prompts, sampling_params, times):
+        return {"requests": 0}
+
+    llm = build(tiny_llama)
+    run = dict(rates=[40.0], duration=0.5, max_requests=60, output_len=2)
+    reference = loadgen.compare_batching(llm, **run).set_index("mode")
+    wrong("8.3", denser, "arrival_times")
+    wrong("8.3", nothing, "simulate_arrivals")
+    with use_exercises("8.3"):
+        yours = loadgen.compare_batching(llm, **run).set_index("mode")
+    assert yours.offered.static > 1.4 * reference.offered.static
+    assert yours.requests.continuous == 0 and yours.requests.static == yours.offered.static
+    assert reference.requests.continuous == reference.offered.continuous
+    assert_no_leaks(llm)

@@ -11,7 +11,7 @@ from helpers import assert_no_leaks, make_tiny_checkpoint
 from nanoinfer import LLM, SamplingParams
 from nanoinfer.speculative.ngram import prompt_lookup
 from nanoinfer.speculative.rejection import rejection_sample
-from spec_stats import worst_p_value
+from nanoinfer.workbook.spec_stats import worst_p_value
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True)
 # chunked prefill (prompts up to 120 tokens, 48 a step) and preemption (14 blocks of 16 for 8 sequences)

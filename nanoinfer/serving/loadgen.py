@@ -8,7 +8,8 @@
     compare_batching(llm, ...)           both at the same rates: the Orca lesson, measured, as a DataFrame
     http_load(base_url, ...)             the same arrivals sent to the server (python -m nanoinfer.serve)
 
-``arrival_times`` and ``simulate_arrivals`` are Exercise 8.3's reference. A request's arrival time is when it
+``arrival_times`` and ``simulate_arrivals`` are Exercise 8.3's reference; ``compare_batching`` runs the
+learner's when 8.3 is selected. A request's arrival time is when it
 was due, not when the loop got round to adding it: a request that arrives during a step waits for it, and its
 time to first token counts that wait, as a client's would.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from collections import deque
 
@@ -137,16 +139,19 @@ def compare_batching(llm, rates, duration: float, max_requests: int, output_len:
     ``duration`` seconds of arrivals and ``max_requests``): one row per (rate, mode)."""
     import pandas as pd
 
+    from nanoinfer.workbook.registry import learner_code
+
+    draw, simulate = learner_code("8.3", arrival_times), learner_code("8.3", simulate_arrivals)  # Exercise 8.3
     rows = []
     params = SamplingParams(temperature=0.0, max_tokens=output_len, ignore_eos=True)
     for rate in rates:
         rng = np.random.default_rng(seed)
-        times = arrival_times(rate, max_requests, rng)
+        times = draw(rate, max_requests, rng)
         times = times[times <= duration]
         prompts = random_prompts(rng, len(times), llm.engine.hf_config.vocab_size)
         for mode in ("continuous", "static"):
             if mode == "continuous":
-                result = simulate_arrivals(llm, prompts, params, times)
+                result = simulate(llm, prompts, params, times)
             else:
                 result = static_batching(llm, prompts, params, times, batch_size, max_wait)
             rows.append({"rate": rate, "mode": mode, "offered": len(times), **result})
@@ -213,6 +218,7 @@ def http_rows(llm, rates, duration: float, max_requests: int, output_len: int = 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M-Instruct")
+    p.add_argument("--dtype", default=None, help="default: the device's (float32 on a CPU, bfloat16 on a GPU)")
     p.add_argument("--rates", default="0.5,1,2", help="requests per second, comma-separated")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of arrivals per run")
     p.add_argument("--max-requests", type=int, default=1000)
@@ -220,7 +226,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-wait", type=float, default=1.0), p.add_argument("--seed", type=int, default=0)
     p.add_argument("--http", action="store_true",
                    help="also send the same arrivals over HTTP to the server (in a thread, on 127.0.0.1)")
-    p.add_argument("--json-out", default=None, help="also write the rows as JSON to this file")
+    p.add_argument("--json-out", default=None,
+                   help="also write a record to this file: card, date, command, commit, the model, the rows")
+    p.add_argument("--commit", default=None, help="the commit measured (default: git rev-parse in a checkout)")
     args = p.parse_args(argv)
 
     import pandas as pd
@@ -228,7 +236,9 @@ def main(argv: list[str] | None = None) -> None:
     from nanoinfer import LLM
 
     rates = [float(r) for r in args.rates.split(",")]
-    with LLM(args.model) as llm:
+    knobs = {"dtype": args.dtype} if args.dtype else {}
+    with LLM(args.model, **knobs) as llm:
+        model = repr(llm)
         frame = compare_batching(llm, rates, args.duration, args.max_requests, args.output_len, args.batch_size,
                                  args.max_wait, args.seed)
         if args.http:
@@ -239,8 +249,14 @@ def main(argv: list[str] | None = None) -> None:
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(frame.round(4).to_string(index=False))
     if args.json_out:
+        from nanoinfer.tools.bench import provenance
+
+        record = provenance(args.commit) | {"command": "python -m nanoinfer.serving.loadgen " + " ".join(
+            argv if argv is not None else sys.argv[1:]), "engine": model, "duration_s": args.duration,
+            "output_len": args.output_len, "batch_size": args.batch_size, "max_wait_s": args.max_wait,
+            "rows": frame.to_dict(orient="records")}
         with open(args.json_out, "w") as f:
-            json.dump(frame.to_dict(orient="records"), f, indent=1)
+            json.dump(record, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -95,3 +95,30 @@ def named_workload(name: str, vocab_size: int, seed: int = 0, num_requests: int 
     output = (scaled(spec.output[0], 2), scaled(spec.output[1], 2))
     return random_workload(requests, prompt, output, vocab_size, seed, spec.temperature, name,
                            scaled(spec.shared_prefix, 0))
+
+
+# An input-grounded workload for prompt-lookup drafting (speculative decoding): real text, so it needs the
+# model's tokenizer. Rewriting or summarising a given passage repeats long spans of it.
+PASSAGE = (
+    "The printing press was developed around 1440 by Johannes Gutenberg, a goldsmith from Mainz. He combined "
+    "movable metal type, an oil-based ink and a wooden screw press adapted from those used to make wine. Before "
+    "the press, books were copied by hand, which made them rare and expensive; a single Bible could take a scribe "
+    "several years. Within fifty years of Gutenberg's first books, printing shops had spread to more than two "
+    "hundred cities across Europe, and millions of volumes had been produced. Cheaper books meant that more "
+    "people learned to read, that scholars could compare the same text in different cities, and that new ideas "
+    "travelled faster than ever before. Historians often link the press to the Reformation, the Scientific "
+    "Revolution and the rise of newspapers, although each of these had many other causes as well."
+)
+INSTRUCTIONS = ["Rewrite the following passage, correcting its spelling and grammar:",
+                "Summarise the following passage, keeping its key sentences:",
+                "Rewrite the following passage in your own words, keeping every fact:",
+                "Rewrite the following passage for a school textbook:"]
+
+
+def rewrite_prompts(llm, num_requests: int) -> list[list[int]]:
+    """Chat prompts (token ids) asking ``llm``'s model to rewrite or summarise PASSAGE, INSTRUCTIONS in turn."""
+    tok = llm.tokenizer
+    asks = [f"{INSTRUCTIONS[i % len(INSTRUCTIONS)]}\n\n{PASSAGE}" for i in range(num_requests)]
+    texts = [tok.apply_chat_template([{"role": "user", "content": ask}],
+                                     tokenize=False, add_generation_prompt=True) for ask in asks]
+    return [tok.encode(text, add_special_tokens=False) for text in texts]

@@ -77,7 +77,8 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
     Exercise("8.2", "phase8_quantization", ("quantize_per_channel", "dequantize"),
              "per-channel int8 quantize and dequantize of a weight, within half a step", "nanoinfer/quantization.py"),
     Exercise("8.3", "phase8_serving", ("arrival_times", "simulate_arrivals"),
-             "Poisson arrivals driving the engine's step loop, and the latencies they see"),
+             "Poisson arrivals driving the engine's step loop, and the latencies they see",
+             "nanoinfer/serving/loadgen.py"),
 ]}
 
 _pinned: frozenset[str] | None = None  # set by select_exercises / use_exercises; None: follow the variable

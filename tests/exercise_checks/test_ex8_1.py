@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nanoinfer import SamplingParams
-from spec_stats import worst_p_value
+from nanoinfer.workbook.spec_stats import worst_p_value
 
 SETTINGS = settings(max_examples=60, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -1,6 +1,7 @@
-"""Statistics for speculative sampling's tests: many draws of the accept/reject rule from small controlled
-distributions, and a chi-square test of the tokens it emits against the target's distribution (no scipy:
-the p-value is the chi-square survival function, the regularised upper incomplete gamma)."""
+"""Statistics for speculative sampling (its tests, Exercise 8.1's check, notebook 08): many draws of the
+accept/reject rule from small controlled distributions, and a chi-square test of the tokens it emits against
+the target's distribution (no scipy: the p-value is the chi-square survival function, the regularised upper
+incomplete gamma)."""
 
 from __future__ import annotations
 
