@@ -26,7 +26,8 @@ import time
 
 import torch
 
-from nanoinfer import LLM, SamplingParams
+from nanoinfer import LLM
+from nanoinfer.tools.bench import decode_run
 from nanoinfer.tools.workloads import rewrite_prompts
 
 def prompts_for(llm: LLM, workload: str, batch: int, prompt_len: int, seed: int = 0) -> list[list[int]]:
@@ -44,25 +45,6 @@ def prompts_for(llm: LLM, workload: str, batch: int, prompt_len: int, seed: int 
         else:
             out.append([rng.randrange(vocab) for _ in range(prompt_len)])
     return out
-
-
-def run(llm: LLM, prompts, max_tokens: int) -> dict:
-    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
-    llm.reset_metrics()
-    if llm.engine.device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    outs = llm.generate(prompts, params, use_tqdm=False)
-    seconds = time.perf_counter() - t0
-    steps = llm.step_timeline()
-    decode = steps[steps.phase == "decode"]
-    drafted, accepted = int(decode.num_drafted.sum()), int(decode.num_accepted.sum())
-    spec_steps = sum(o.metrics.num_spec_steps for o in outs)
-    return {"tokens": [o.token_ids for o in outs], "e2e_tokens_per_s": sum(len(o.token_ids) for o in outs) / seconds,
-            "decode_tokens_per_s": float(decode.num_sampled.sum() / decode.seconds.sum()),
-            "decode_steps": len(decode), "drafted": drafted, "accepted": accepted,
-            "acceptance_rate": accepted / drafted if drafted else None,
-            "mean_accepted_length": 1 + accepted / spec_steps if spec_steps else None}
 
 
 def first_difference(a: list[int], b: list[int]) -> int:
@@ -98,11 +80,11 @@ def main() -> None:
     for batch in [int(b) for b in args.batch.split(",")]:
         prompts = prompts_for(llms[0], args.workload, batch, args.prompt_len)
         for llm in llms:
-            run(llm, prompts, 8)  # warm-up of this batch's shapes
+            decode_run(llm, prompts, 8)  # warm-up of this batch's shapes
         best: list[dict | None] = [None] * len(llms)
         for _ in range(args.repeats):  # alternating: a slow spell of the machine hits every engine alike
             for i, llm in enumerate(llms):
-                r = run(llm, prompts, args.max_tokens)
+                r = decode_run(llm, prompts, args.max_tokens)
                 if best[i] is None or r["decode_tokens_per_s"] > best[i]["decode_tokens_per_s"]:
                     best[i] = r
         plain = best[0]

@@ -233,6 +233,29 @@ def run_nanoinfer(llm: LLM, workload: Workload) -> Result:
     return result
 
 
+def decode_run(llm, prompts: list[list[int]], max_tokens: int) -> dict:
+    """One greedy run of ``prompts`` (``max_tokens`` each, EOS ignored) with the counters of speculative
+    decoding: the tokens, end-to-end and decode tokens/s (output tokens of the decode steps over their
+    seconds), decode steps, drafted and accepted tokens, acceptance rate, mean accepted length (tokens per
+    verify step: the accepted drafts plus the target's own token)."""
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    llm.reset_metrics()
+    if llm.engine.device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    outs = llm.generate(prompts, params, use_tqdm=False)
+    seconds = time.perf_counter() - t0
+    steps = llm.step_timeline()
+    decode = steps[steps.phase == "decode"]
+    drafted, accepted = int(decode.num_drafted.sum()), int(decode.num_accepted.sum())
+    spec_steps = sum(o.metrics.num_spec_steps for o in outs)
+    return {"tokens": [o.token_ids for o in outs], "e2e_tokens_per_s": sum(len(o.token_ids) for o in outs) / seconds,
+            "decode_tokens_per_s": float(decode.num_sampled.sum() / decode.seconds.sum()),
+            "decode_steps": len(decode), "drafted": drafted, "accepted": accepted,
+            "acceptance_rate": accepted / drafted if drafted else None,
+            "mean_accepted_length": 1 + accepted / spec_steps if spec_steps else None}
+
+
 def provenance(commit: str | None = None) -> dict:
     """The four facts every record carries: card, date, command, commit (``git`` when run in a checkout)."""
     if commit is None:
