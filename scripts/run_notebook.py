@@ -123,13 +123,21 @@ def run_notebook(path: Path, out_dir: Path) -> bool:
 
 
 def run_cell(source: str, namespace: dict, name: str):
-    """Run a cell; return the value of its last line when that is an expression (as Jupyter shows it)."""
+    """Run a cell; return the value of its last line when that is an expression (as Jupyter shows it). A
+    top-level ``await`` (as IPython allows) runs in an event loop of the cell's own."""
     import ast
+    import asyncio
+    import inspect
+
+    def run(code):
+        result = eval(code, namespace)
+        return asyncio.run(result) if inspect.iscoroutine(result) else result
 
     tree = ast.parse(source)
     last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-    exec(compile(tree, name, "exec"), namespace)
-    return None if last is None else eval(compile(ast.Expression(last.value), name, "eval"), namespace)
+    run(compile(tree, name, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT))
+    return None if last is None else run(compile(ast.Expression(last.value), name, "eval",
+                                                 flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT))
 
 
 def main() -> None:
