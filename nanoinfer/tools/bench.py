@@ -269,8 +269,16 @@ def provenance(commit: str | None = None) -> dict:
             "command": "python -m nanoinfer.bench " + " ".join(sys.argv[1:]), "commit": commit or "unknown"}
 
 
+def _cpu_name() -> str:
+    with suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict:
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU {_cpu_name()}"
     env = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "python": platform.python_version(),
            "threads": torch.get_num_threads(), "device": device}
     with suppress(ImportError):
