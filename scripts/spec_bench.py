@@ -27,7 +27,7 @@ import time
 import torch
 
 from nanoinfer import LLM
-from nanoinfer.tools.bench import decode_run
+from nanoinfer.tools.bench import decode_run, tokens_agreement
 from nanoinfer.tools.workloads import rewrite_prompts
 
 def prompts_for(llm: LLM, workload: str, batch: int, prompt_len: int, seed: int = 0) -> list[list[int]]:
@@ -45,10 +45,6 @@ def prompts_for(llm: LLM, workload: str, batch: int, prompt_len: int, seed: int 
         else:
             out.append([rng.randrange(vocab) for _ in range(prompt_len)])
     return out
-
-
-def first_difference(a: list[int], b: list[int]) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def main() -> None:
@@ -94,8 +90,7 @@ def main() -> None:
                    "speedup_e2e": r["e2e_tokens_per_s"] / plain["e2e_tokens_per_s"],
                    "same_tokens_as_plain": r["tokens"] == plain["tokens"],
                    # bfloat16: a verify step's wider matmuls round differently, and a near-tie may flip
-                   "tokens_before_first_difference": sum(first_difference(a, b) for a, b in zip(
-                       r["tokens"], plain["tokens"])) / sum(map(len, plain["tokens"])),
+                   "tokens_before_first_difference": tokens_agreement(r["tokens"], plain["tokens"]),
                    "prompt_tokens": sum(map(len, prompts)) // batch}
             results.append(row)
             print(json.dumps(row))

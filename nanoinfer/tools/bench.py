@@ -256,6 +256,13 @@ def decode_run(llm, prompts: list[list[int]], max_tokens: int) -> dict:
             "mean_accepted_length": 1 + accepted / spec_steps if spec_steps else None}
 
 
+def tokens_agreement(got: list[list[int]], want: list[list[int]]) -> float:
+    """The share of ``want``'s tokens that ``got`` matches before each request's first difference (1.0: equal)."""
+    same = sum(next((i for i, (a, b) in enumerate(zip(g, w)) if a != b), min(len(g), len(w)))
+               for g, w in zip(got, want))
+    return same / sum(map(len, want))
+
+
 def provenance(commit: str | None = None) -> dict:
     """The four facts every record carries: card, date, command, commit (``git`` when run in a checkout)."""
     if commit is None:
