@@ -62,8 +62,8 @@ def test_greedy_equals_plain_decoding(name, method, reference, tiny_draft):
 def test_greedy_default_model(method, reference):
     """SmolLM2, 3 prompts, 24 tokens (its CPU time is the file's largest): prefix hits, chunks, preemption."""
     ref = reference("smollm2")
-    spec = {"method": "ngram", "prompt_lookup_min": 1} if method == "ngram" else {
-        "method": "draft_model", "model": "self", "num_draft_layers": 6}
+    spec = {"method": "ngram", "prompt_lookup_min": 1} if method == "ngram" else {  # (k=2: half the draft passes)
+        "method": "draft_model", "model": "self", "num_draft_layers": 6, "num_speculative_tokens": 2}
     params = SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True)
     prompts = [ref.prompts[i] for i in (1, 3, 6)]  # the longest three: chunked by 16 tokens
     llm, outs = run_twice(ref.path, prompts, params, speculative_config=spec, max_model_len=64, num_kvcache_blocks=5,
