@@ -65,7 +65,7 @@ def _continuous_batching(llm) -> str:
     while engine.has_unfinished_requests():
         engine.step()
     steps = llm.step_timeline()
-    joined = bool(((steps.num_seqs == 2)).any()) and first.num_output_tokens == second.num_output_tokens == 6
+    joined = bool((steps.num_seqs == 2).any()) and first.num_output_tokens == second.num_output_tokens == 6
     return "yes: a request added mid-run shared the running request's steps" if joined else "no"
 
 
