@@ -54,6 +54,7 @@ def test_timeline_and_trace(default_llm):
     timeline = default_llm.step_timeline()
     assert list(timeline["phase"]) == ["prefill"] + ["decode"] * 4
     assert timeline["num_sampled"].sum() == 5
+    assert ((timeline.wait_s > 0) & (timeline.wait_s <= timeline.postprocess_s)).all()  # the wait is part of it
     kinds = [e.kind for e in events if e.seq_id is not None]
     assert kinds[:3] == ["request_added", "blocks_allocated", "admitted"]
     assert kinds[-2:] == ["blocks_freed", "finished"]

@@ -242,13 +242,14 @@ class LLMEngine:
         done = handle
         if self.async_scheduling:
             done, self._in_flight = self._in_flight, handle
-        finished = []
+        finished, wait_s = [], 0.0
         if done is not None:
             try:
                 sampled = self.model_runner.wait(done)
             except BaseException:
                 self.model_runner.step_failed()
                 raise
+            wait_s = time.perf_counter() - t2
             with record_function("nanoinfer.postprocess"):
                 finished = self.scheduler.complete(done.batch, done.positions, sampled)
         if not self.scheduler.has_unfinished():
@@ -260,7 +261,8 @@ class LLMEngine:
                 num_sampled=len(handle.rows) + handle.num_accepted, num_preempted=len(batch.preempted),
                 num_drafted=handle.num_drafted, num_accepted=handle.num_accepted, num_finished=len(finished),
                 used_blocks=self.block_manager.num_used_blocks, start=t0, schedule_s=t1 - t0,
-                model_s=t2 - t1, postprocess_s=t3 - t2, prepare_s=handle.host_s[0], sample_s=handle.host_s[1],
+                model_s=t2 - t1, postprocess_s=t3 - t2, wait_s=wait_s, prepare_s=handle.host_s[0],
+                sample_s=handle.host_s[1],
                 comm_bytes=comm_stats.all_reduce_bytes + comm_stats.all_gather_bytes - comm_before[0],
                 comm_s=comm_stats.seconds - comm_before[1],
             ))

@@ -24,6 +24,7 @@ class StepRecord:
     # those a CUDA graph replays, which count in comm_bytes only: enforce_eager times every one)
     prepare_s: float = 0.0  # part of model_s: the batch flattened into the step's inputs on the host
     sample_s: float = 0.0  # part of model_s: sampling (on a GPU, the host time to queue its kernels)
+    wait_s: float = 0.0  # part of postprocess_s: until the sampled tokens were on the host (async: the last step's)
     num_drafted: int = 0  # speculative decoding: tokens drafted for the step's sequences
     num_accepted: int = 0  # and accepted by the target (counted in num_sampled too)
 
