@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from nanoinfer import LLM, SamplingParams
 from nanoinfer.tools.gpu_monitor import GpuMonitor
 from nanoinfer.tools.peer import Result, hf_model, run_transformers_generate, run_transformers_generate_batch
-from nanoinfer.tools.roofline import ModelCost, machine_rates, workload_floor
+from nanoinfer.tools.roofline import ModelCost, machine_rates, sync, workload_floor
 from nanoinfer.tools.workloads import SEED_CATEGORIES, WORKLOADS, Workload, named_workload, random_workload
 from nanoinfer.workbook.registry import learner_code
 
@@ -240,8 +240,7 @@ def decode_run(llm, prompts: list[list[int]], max_tokens: int) -> dict:
     verify step: the accepted drafts plus the target's own token)."""
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
     llm.reset_metrics()
-    if llm.engine.device.type == "cuda":
-        torch.cuda.synchronize()
+    sync(llm.engine.device)
     t0 = time.perf_counter()
     outs = llm.generate(prompts, params, use_tqdm=False)
     seconds = time.perf_counter() - t0
