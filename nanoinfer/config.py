@@ -43,6 +43,7 @@ class EngineConfig:
     cuda_graph_max_batch_size: int | None = None  # largest captured decode batch; default: max_num_seqs (x (1+k) with drafts), <=512
     compile: bool | None = None  # torch.compile RMSNorm, rotary, SiLU-and-mul, sampling; default: on for CUDA
     fused_attention_prologue: bool = True  # CUDA + triton: q/k norms, rotary, KV write as one kernel per layer
+    skinny_matmuls: bool = True  # CUDA, one rank: batch-1 decode steps' linears through Triton kernels
     cpu_small_ops: bool = True  # CPU float32: RMSNorm, rotary, SiLU-and-mul as C loops (fast/small_ops_cpu.c)
     pack_cpu_weights: bool = True  # CPU float32: matmuls on oneDNN-packed weight copies (twice the weight memory)
     quantization: str | None = None  # "int8": linear weights as int8 rows with a scale each (nanoinfer/quantization.py)
@@ -66,7 +67,7 @@ class EngineConfig:
         if bs & (bs - 1):
             raise ValueError(f"kvcache_block_size must be a power of two (such as 16, or 256 for flash_attn), got {bs}")
         for name in ("enforce_eager", "enable_prefix_caching", "enable_chunked_prefill", "fused_attention_prologue",
-                     "cpu_small_ops", "pack_cpu_weights", "record_block_events", "measure_communication"):
+                     "skinny_matmuls", "cpu_small_ops", "pack_cpu_weights", "record_block_events", "measure_communication"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         for name in ("async_scheduling", "compile"):

@@ -4,6 +4,7 @@
   C small ops          small_ops_cpu.py/.c     RMSNorm, rotary, SiLU-and-mul as C loops (CPU, float32)
   torch.compile        here                    the same small ops and the sampler, compiled (CUDA default)
   fused prologue       qk_prologue_triton.py   q/k norms + rotary + KV write as one kernel per layer (CUDA)
+  skinny matmuls       skinny_linear_triton.py batch-1 decode linears, gate/up fused with SiLU (CUDA, one rank)
   Triton sampler       sampler_triton.py       the Gumbel-max draw, on each rank's vocabulary shard (CUDA)
   CUDA graphs          cuda_graphs.py          decode steps replayed from recorded graphs (CUDA)
 The attention kernels are backends of their own (nanoinfer/attention/). Each fast path replaces a reference
@@ -79,6 +80,12 @@ def apply_fast_paths(runner) -> FastPaths:
                "fused_attention_prologue=False" if not c.fused_attention_prologue else
                "CUDA, the triton backend and the reference norm and rotary only")
 
+    skinny = ""
+    if cuda and c.skinny_matmuls and c.tensor_parallel_size == 1:
+        skinny = _use_skinny_matmuls(model)
+    report.add("skinny matmuls", skinny, "CUDA, one rank: cuBLAS reads small decode batches' weights slowly" if skinny
+               else "skinny_matmuls=False" if not c.skinny_matmuls else "CUDA with one rank only")
+
     wanted = c.sampler == "triton" or (c.sampler == "auto" and cuda)
     triton_sampler = wanted and runner.sampler.sample is gumbel_max_sample
     if triton_sampler:
@@ -135,6 +142,26 @@ def _fuse_attention_prologues(model) -> str:
             layer.fused_prologue = qk_prologue
             fused += 1
     return f"norms, rotary and KV write in {fused} layers" if fused else ""
+
+
+def _use_skinny_matmuls(model) -> str:
+    """Point the linears that run F.linear (not int8 ones) at the skinny kernels for steps of few rows, and fuse the
+    MLPs' gate/up product with SiLU-and-mul where both run the reference."""
+    import torch.nn.functional as F
+
+    from nanoinfer.fast import skinny_linear_triton as skinny
+    from nanoinfer.layers.linear import LinearBase
+    from nanoinfer.models.llama import LlamaMLP
+
+    linears = [m for m in model.modules() if isinstance(m, LinearBase) and m.op is F.linear and skinny.supported(
+        torch.empty(0, m.input_size, dtype=m.weight.dtype), m.weight)]
+    for module in linears:
+        module.op = skinny.linear
+    mlps = [m for m in model.modules() if isinstance(m, LlamaMLP) and isinstance(m.act_fn, SiluAndMul)
+            and m.act_fn.op is silu_and_mul and m.gate_up_proj.op is skinny.linear]
+    for mlp in mlps:
+        mlp.fused_gate_up_act = skinny.gate_up_silu
+    return f"{len(linears)} linears, gate/up + SiLU in {len(mlps)} MLPs (rows <= {skinny.MAX_ROWS})" if linears else ""
 
 
 def capture_cuda_graphs(runner):

@@ -82,9 +82,14 @@ class LlamaMLP(nn.Module):
         self.gate_up_proj = MergedColumnParallelLinear(config.hidden_size, [config.intermediate_size] * 2, bias=bias)
         self.down_proj = RowParallelLinear(config.intermediate_size, config.hidden_size, bias=bias)
         self.act_fn = self.activation_cls()
+        # On GPUs nanoinfer/fast may set this to fast/skinny_linear_triton.py's gate_up_silu: for a few rows,
+        # the gate/up product and the activation in one kernel.
+        self.fused_gate_up_act = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows, chunk = x.shape[0], self.cpu_chunk_rows
+        if self.fused_gate_up_act is not None:
+            return self.down_proj(self.fused_gate_up_act(self, x))
         if x.device.type != "cpu" or rows <= chunk:
             return self.down_proj(self.act_fn(self.gate_up_proj(x)))
         out = x.new_empty(rows, self.down_proj.output_size)

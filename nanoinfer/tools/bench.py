@@ -337,6 +337,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help="torch.compile the small ops (default: on for CUDA, off for CPU)")
     p.add_argument("--fused-attention-prologue", action=argparse.BooleanOptionalAction, default=True,
                    help="GPU: q/k norms, rotary and the KV-cache write as one Triton kernel per layer")
+    p.add_argument("--skinny-matmuls", action=argparse.BooleanOptionalAction, default=True,
+                   help="GPU: batch-1 decode linears through Triton's skinny kernels (gate/up fused with SiLU)")
     p.add_argument("--commit", default=None, help="the commit measured, for the record (default: git's HEAD)")
     p.add_argument("--json-out", default=None, help="also write the JSON record to this file")
     args = p.parse_args(argv)
@@ -344,7 +346,8 @@ def main(argv: list[str] | None = None) -> dict:
     knobs = dict(dtype=args.dtype, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
                  tensor_parallel_size=args.tensor_parallel_size, enforce_eager=args.enforce_eager,
                  attention_backend=args.attention_backend, compile=args.compile,
-                 async_scheduling=args.async_scheduling, fused_attention_prologue=args.fused_attention_prologue)
+                 async_scheduling=args.async_scheduling, fused_attention_prologue=args.fused_attention_prologue,
+                 skinny_matmuls=args.skinny_matmuls)
     if args.block_size:
         knobs["kvcache_block_size"] = args.block_size
     if args.max_model_len:

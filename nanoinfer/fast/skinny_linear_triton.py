@@ -1,0 +1,105 @@
+"""Linear layers of decode steps with few rows (x [M <= 8, K] times W [N, K]), in Triton.
+
+At batch 1 a decode step is ~200 small matrix products, and their time is reading the weights: cuBLAS picks
+tensor-core tiles of 64+ rows for them and reaches ~1 TB/s of the H200's ~4 TB/s (the profile of a
+qwen3-0.6b decode step, scripts/latency_bench.py). Here every program reads ``BLOCK_N`` whole rows of W once,
+in ``BLOCK_K`` chunks, and multiplies them with all M rows of x in float32 on the CUDA cores: many programs in
+flight, each a plain stream of loads.
+
+``gated=True`` is the MLP's gate/up projection with its activation in one kernel: W holds the gate rows, then
+the up rows (``MergedColumnParallelLinear``), and the program that owns output column j reads gate row j and up
+row j and writes silu(gate) * up, so the [M, 2N] product never goes to memory.
+
+Tested against a float32 torch reference (tests/test_skinny_linear_triton.py); applied by ``nanoinfer/fast``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+# One row: a batch-1 decode step (an H200 replays qwen3-0.6b's batch-1 graph in 1.21 ms instead of 1.38). At 8 rows
+# this kernel took 5.4 ms against cuBLAS's 1.3 (scripts/latency_bench.py): more rows go to cuBLAS until a kernel
+# that shares each weight tile between the rows beats it.
+MAX_ROWS = 1
+KERNEL_MAX_ROWS = 8  # what the kernel takes: [rows, BLOCK_N, BLOCK_K] products in registers
+
+
+@triton.jit
+def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, M, N, K, stride_x, stride_out, GATED: tl.constexpr,
+                   HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.arange(0, BLOCK_M)
+    n_mask, m_mask = n < N, m < M
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        k_mask = k < K
+        x = tl.load(x_ptr + m[:, None] * stride_x + k[None, :], mask=m_mask[:, None] & k_mask[None, :],
+                    other=0.0).to(tl.float32)[:, None, :]  # [M, 1, K]
+        w_mask = n_mask[:, None] & k_mask[None, :]
+        w = tl.load(w_ptr + n[:, None] * K + k[None, :], mask=w_mask, other=0.0).to(tl.float32)[None, :, :]
+        acc += tl.sum(x * w, axis=2)
+        if GATED:  # the up row of output j sits N rows below its gate row
+            w_up = tl.load(w_ptr + (n[:, None] + N) * K + k[None, :], mask=w_mask, other=0.0).to(tl.float32)
+            acc_up += tl.sum(x * w_up[None, :, :], axis=2)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+        if GATED:
+            acc_up += tl.load(b_ptr + N + n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+    if GATED:  # silu(gate) * up, as layers/activation.py's silu_and_mul
+        acc = acc / (1.0 + tl.exp(-acc)) * acc_up
+    tl.store(out_ptr + m[:, None] * stride_out + n[None, :], acc.to(out_ptr.dtype.element_ty),
+             mask=m_mask[:, None] & n_mask[None, :])
+
+
+def block_config(M: int, N: int, K: int) -> tuple[int, int, int]:
+    """(BLOCK_N, BLOCK_K, num_warps): programs enough to keep the H200's 132 SMs streaming (N / 4 of them: 256
+    and more for these models), long runs of loads per program, and the [M, BLOCK_N, BLOCK_K] product within the
+    registers. Measured on an H200 for M = 1: 4 rows of 1,024 was the fastest of 18 configurations on qwen3-0.6b's
+    and llama-3.2-1b's shapes but one (their q/k/v: 16 rows, within 15%)."""
+    block_k = 1024 if M == 1 else 512 if M <= 2 else 256 if M <= 4 else 128
+    return 4, block_k, 4
+
+
+def supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (x.dtype == weight.dtype and x.dtype in (torch.float16, torch.bfloat16, torch.float32)
+            and weight.is_contiguous() and x.shape[-1] == weight.shape[1])
+
+
+def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, gated: bool = False,
+                  config: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for at most KERNEL_MAX_ROWS rows of x; ``gated``: silu(gate) * up of that product,
+    [..., N / 2]. ``config`` = (BLOCK_N, BLOCK_K, num_warps) overrides ``block_config`` (benchmarks)."""
+    K = x.shape[-1]
+    x2 = x.reshape(-1, K)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    M, N = x2.shape[0], weight.shape[0] // (2 if gated else 1)
+    if M > KERNEL_MAX_ROWS:
+        raise ValueError(f"skinny_linear takes at most {KERNEL_MAX_ROWS} rows, got {M}")
+    out = torch.empty(M, N, dtype=x.dtype, device=x.device)
+    block_n, block_k, num_warps = config or block_config(M, N, K)
+    _skinny_kernel[(triton.cdiv(N, block_n),)](
+        x2, weight, bias if bias is not None else weight, out, M, N, K, x2.stride(0), out.stride(0), GATED=gated,
+        HAS_BIAS=bias is not None, BLOCK_M=triton.next_power_of_2(M), BLOCK_N=block_n, BLOCK_K=block_k,
+        num_warps=num_warps)
+    return out.reshape(*x.shape[:-1], N)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """A linear layer's ``op``: the skinny kernel for up to MAX_ROWS rows, cuBLAS (``F.linear``) beyond."""
+    if x.numel() > MAX_ROWS * x.shape[-1]:
+        return F.linear(x, weight, bias)
+    return skinny_linear(x, weight, bias)
+
+
+def gate_up_silu(mlp, x: torch.Tensor) -> torch.Tensor:
+    """``LlamaMLP.fused_gate_up_act``: silu(gate) * up in one kernel for up to MAX_ROWS rows; beyond, the
+    layers as written (cuBLAS, then SiLU-and-mul)."""
+    if x.numel() > MAX_ROWS * x.shape[-1]:
+        return mlp.act_fn(mlp.gate_up_proj(x))
+    return skinny_linear(x, mlp.gate_up_proj.weight, mlp.gate_up_proj.bias, gated=True)

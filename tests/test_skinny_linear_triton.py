@@ -1,0 +1,82 @@
+"""The skinny-matmul kernels (fast/skinny_linear_triton.py: linears of up to 8 rows, and the MLP's gate/up product
+fused with SiLU-and-mul) against a float32 torch reference, on fresh random shapes and values. Without a GPU they
+run in Triton's interpreter (conftest), which has no bfloat16: float32 and float16 there, bfloat16 on a GPU."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nanoinfer.fast.skinny_linear_triton import KERNEL_MAX_ROWS, MAX_ROWS, block_config, linear, skinny_linear
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+HALF = torch.bfloat16 if DEVICE == "cuda" else torch.float16
+# float32: accumulation order only. 16-bit: the output's own rounding (8 or 11 bits) dominates.
+TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got.float() - want).norm() / want.norm().clamp_min(1e-30)).item()
+
+
+def inputs(rows, n, k, dtype, seed, bias):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, k, generator=g)
+    w = torch.randn(n, k, generator=g) / k**0.5
+    b = torch.randn(n, generator=g) if bias else None
+    cast = lambda t: None if t is None else t.to(dtype).to(DEVICE)  # noqa: E731
+    return cast(x), cast(w), cast(b)
+
+
+@settings(max_examples=12, deadline=None)
+@given(rows=st.integers(1, KERNEL_MAX_ROWS), n=st.integers(1, 70), k=st.integers(1, 300), seed=st.integers(0, 2**16),
+       bias=st.booleans(), dtype=st.sampled_from([torch.float32, HALF]))
+def test_skinny_linear_matches_float32(rows, n, k, seed, bias, dtype):
+    x, w, b = inputs(rows, n, k, dtype, seed, bias)
+    want = F.linear(x.float(), w.float(), None if b is None else b.float())  # the inputs as rounded, in float32
+    got = skinny_linear(x, w, b)
+    assert got.shape == (rows, n) and got.dtype == dtype
+    assert relative_error(got, want) < TOLERANCE[dtype], f"{rows}x{k} @ {n}x{k}: expected F.linear's product"
+
+
+@settings(max_examples=10, deadline=None)
+@given(rows=st.integers(1, KERNEL_MAX_ROWS), half_n=st.integers(1, 40), k=st.integers(1, 200), seed=st.integers(0, 2**16),
+       bias=st.booleans(), dtype=st.sampled_from([torch.float32, HALF]))
+def test_gated_product_is_silu_of_gate_times_up(rows, half_n, k, seed, bias, dtype):
+    x, w, b = inputs(rows, 2 * half_n, k, dtype, seed, bias)
+    gate, up = F.linear(x.float(), w.float(), None if b is None else b.float()).chunk(2, dim=-1)
+    want = F.silu(gate) * up
+    got = skinny_linear(x, w, b, gated=True)
+    assert got.shape == (rows, half_n)
+    assert relative_error(got, want) < TOLERANCE[dtype], "expected silu(x @ gate.T) * (x @ up.T), gate rows first"
+
+
+def test_more_rows_go_to_cublas_and_the_kernel_refuses_what_it_cannot_hold(monkeypatch):
+    import nanoinfer.fast.skinny_linear_triton as skinny
+
+    x, w, _ = inputs(KERNEL_MAX_ROWS + 1, 24, 40, torch.float32, 0, False)
+    calls = []
+    monkeypatch.setattr(skinny, "skinny_linear", lambda *a, **k: calls.append(a[0].shape[0]) or F.linear(*a))
+    for rows in (MAX_ROWS, MAX_ROWS + 1):
+        assert relative_error(linear(x[:rows], w), F.linear(x[:rows], w)) < 1e-6
+    assert calls == [MAX_ROWS], "up to MAX_ROWS rows go to the kernel, more to cuBLAS"
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=f"at most {KERNEL_MAX_ROWS} rows"):
+        skinny_linear(x, w)
+
+
+def test_leading_dimensions_and_strided_rows():
+    x, w, b = inputs(6, 33, 50, torch.float32, 3, True)
+    assert skinny_linear(x.reshape(2, 3, 50), w, b).shape == (2, 3, 33)
+    wide = torch.zeros(6, 80, device=DEVICE)
+    wide[:, :50] = x
+    assert relative_error(skinny_linear(wide[:, :50], w, b), F.linear(x, w, b)) < 1e-5
+
+
+def test_block_config_keeps_the_gpu_busy():
+    for rows in range(1, 9):
+        for n, k in ((1024, 2048), (4096, 1024), (3072, 1024), (2048, 8192)):
+            block_n, block_k, warps = block_config(rows, n, k)
+            assert n // block_n >= 128, f"{n} outputs in blocks of {block_n}: too few programs for 132 SMs"
+            assert rows * block_n * block_k <= 8192, "the product tile would spill registers"
