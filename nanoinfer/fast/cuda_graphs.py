@@ -63,6 +63,7 @@ class CudaGraphRunner:
             self.block_tables = torch.zeros(n, width, dtype=torch.int32)
             self.query_start_loc = torch.arange(n + 1, dtype=torch.int32)
             self.outputs = torch.zeros(n, hidden_size, dtype=dtype)
+        self.rows_written = 0  # rows [rows_written:] hold padding (slot -1, length 0): only those below are reset
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.metas: dict[int, AttentionMetadata] = {}  # kept alive: their scratch buffers belong to the graphs
         self.comm_volume: dict[int, tuple[int, int, int, int]] = {}  # collectives in each graph (comm_stats)
@@ -116,9 +117,11 @@ class CudaGraphRunner:
         self.input_ids[:batch] = input_ids
         self.positions[:batch] = positions
         self.slot_mapping[:batch] = meta.slot_mapping
-        self.slot_mapping[batch:size] = -1
         self.seq_lens[:batch] = meta.seq_lens
-        self.seq_lens[batch:size] = 0
+        if self.rows_written > batch:  # rows of an earlier, larger batch become padding again
+            self.slot_mapping[batch : self.rows_written] = -1
+            self.seq_lens[batch : self.rows_written] = 0
+        self.rows_written = batch
         self.block_tables[:batch, : meta.block_tables.shape[1]] = meta.block_tables
         self.graphs[size].replay()
         comm_stats.add_volume(self.comm_volume[size])
