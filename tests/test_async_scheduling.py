@@ -64,3 +64,17 @@ def test_async_seeded_sampling_matches_sync(tiny_qwen3):
         llm = LLM(str(tiny_qwen3), max_model_len=256, async_scheduling=mode)
         outs[mode] = [o.token_ids for o in llm.generate(prompts, params, use_tqdm=False)]
     assert outs[True] == outs[False]
+
+
+@pytest.mark.parametrize("async_scheduling", [True, False])
+def test_stepping_past_the_last_request_does_nothing(tiny_llama, async_scheduling):
+    """Steps called after every request finished (a loop that counts its own steps) return no sequences, in
+    either loop, rather than raising as if the scheduler had lost a pending request."""
+    llm = LLM(str(tiny_llama), max_model_len=128, async_scheduling=async_scheduling)
+    seq = llm.engine.add_request([3, 1, 4, 1, 5], SamplingParams(max_tokens=2, ignore_eos=True))
+    finished = []
+    for _ in range(6):
+        finished += llm.engine.step()
+    assert finished == [seq] and len(seq.output_token_ids) == 2
+    assert llm.engine.step() == []
+    assert_no_leaks(llm)

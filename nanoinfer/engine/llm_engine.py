@@ -237,6 +237,8 @@ class LLMEngine:
                 raise
             handle.positions = self.scheduler.advance(batch)
         elif self._in_flight is None:
+            if not self.scheduler.has_unfinished():
+                return []  # nothing queued, running or in flight: a step has nothing to do
             raise RuntimeError("the scheduler found nothing to run although requests are pending")
         t2 = time.perf_counter()
         done = handle
