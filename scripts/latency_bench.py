@@ -87,7 +87,7 @@ def batch1(shape: str, **knobs) -> dict:
               "decode_steps": len(timelines[-1]), "step_medians": medians_ms(pd.concat(timelines)),
               "graph_replay_ms": replay_ms(llm.model_runner.graphs.graphs[1]),
               "kernels_per_step": kernels, "kernel_us_per_step": kernel_us,
-              "fast_paths": llm.fast_paths().summary()}
+              "fast_paths": llm.model_runner.fast_paths.summary()}
     llm.shutdown()
     return result
 

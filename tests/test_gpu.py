@@ -113,14 +113,15 @@ def test_fused_attention_prologue_matches_the_separate_ops(tiny_qwen3):
 
 
 def test_skinny_matmuls_match_cublas(tiny_qwen3):
-    """Batch-1 decode steps through the skinny Triton kernels (gate/up fused with SiLU) against cuBLAS and the
+    """Batch-1 decode steps through the skinny Triton kernels (norms inside the matmuls, gate/up with SiLU) against cuBLAS and the
     separate activation: float32 tokens and logits, at batch 1 (and batch 6, cuBLAS in both, around them)."""
     prompts = prompts_reaching(256)
     common = dict(max_model_len=256, dtype="float32", attention_backend="triton", gpu_memory_utilization=0.3)
     skinny = LLM(str(tiny_qwen3), **common)
     cublas = LLM(str(tiny_qwen3), skinny_matmuls=False, **common)
     layers = skinny.engine.hf_config.num_hidden_layers
-    assert fast_path(skinny, "skinny matmuls") == f"{4 * layers} linears, gate/up + SiLU in {layers} MLPs (rows <= 1)"
+    assert fast_path(skinny, "skinny matmuls") == (
+        f"{4 * layers} linears, gate/up + SiLU in {layers} MLPs, norms in {layers} layers (rows <= 1)")
     assert fast_path(cublas, "skinny matmuls") == ""
     assert_same_generations(skinny, cublas, prompts)
     assert_same_generations(skinny, cublas, prompts[2:3])

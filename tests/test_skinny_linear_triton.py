@@ -80,3 +80,47 @@ def test_block_config_keeps_the_gpu_busy():
             block_n, block_k, warps = block_config(rows, n, k)
             assert n // block_n >= 128, f"{n} outputs in blocks of {block_n}: too few programs for 132 SMs"
             assert rows * block_n * block_k <= 8192, "the product tile would spill registers"
+
+
+@settings(max_examples=10, deadline=None)
+@given(rows=st.integers(1, KERNEL_MAX_ROWS), n=st.integers(1, 40), k=st.integers(2, 300), seed=st.integers(0, 2**16),
+       with_residual=st.booleans(), gated=st.booleans(), dtype=st.sampled_from([torch.float32, HALF]))
+def test_norm_inside_the_matmul_matches_rms_norm_then_the_product(rows, n, k, seed, with_residual, gated, dtype):
+    from nanoinfer.layers.layernorm import RMSNorm, rms_norm
+
+    x, w, _ = inputs(rows, 2 * n if gated else n, k, dtype, seed, False)
+    residual = inputs(rows, 1, k, dtype, seed + 1, False)[0] if with_residual else None
+    norm = RMSNorm(k, eps=1e-6).to(DEVICE, dtype)
+    norm.weight.data.uniform_(0.5, 1.5)  # away from 1, so that a missed multiply shows
+    normed, want_residual = rms_norm(x, norm.weight, norm.eps, residual) if with_residual else (
+        rms_norm(x, norm.weight, norm.eps), x)
+    want = F.linear(normed.float(), w.float())
+    if gated:
+        gate, up = want.chunk(2, dim=-1)
+        want = F.silu(gate) * up
+    got, got_residual = skinny_linear(x, w, gated=gated, norm=norm, residual=residual)
+    assert torch.equal(got_residual, want_residual), "the next residual is x + residual, rounded to the dtype"
+    assert relative_error(got, want) < 2 * TOLERANCE[dtype], "expected the product of rms_norm(x + residual)"
+
+
+def test_fused_decode_layers_give_the_reference_tokens(tiny_qwen3):
+    """The whole batch-1 path (norms inside the matmuls, gate/up with SiLU, the other linears) patched into a CPU
+    engine as the fast path patches a GPU one, in Triton's interpreter: the reference engine's tokens and logits."""
+    from helpers import generate_with_logits
+
+    from nanoinfer import LLM, SamplingParams
+    from nanoinfer.fast import _use_skinny_matmuls
+
+    if DEVICE == "cuda":
+        pytest.skip("the GPU engines apply the fast path themselves (tests/test_gpu.py)")
+    knobs = dict(max_model_len=64, pack_cpu_weights=False, cpu_small_ops=False, attention_backend="torch")
+    fused, reference = LLM(str(tiny_qwen3), **knobs), LLM(str(tiny_qwen3), **knobs)
+    layers = fused.engine.hf_config.num_hidden_layers
+    assert _use_skinny_matmuls(fused.model_runner.model) == (
+        f"{4 * layers} linears, gate/up + SiLU in {layers} MLPs, norms in {layers} layers (rows <= {MAX_ROWS})")
+    params = SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True)
+    prompt = [[5, 9, 2, 7, 1, 3]]
+    tokens, logits = generate_with_logits(fused, prompt, params)
+    ref_tokens, ref_logits = generate_with_logits(reference, prompt, params)
+    assert tokens == ref_tokens
+    assert all(relative_error(a, b.float()) < 1e-4 for i in logits for a, b in zip(logits[i], ref_logits[i]))

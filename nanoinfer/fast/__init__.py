@@ -151,7 +151,7 @@ def _use_skinny_matmuls(model) -> str:
 
     from nanoinfer.fast import skinny_linear_triton as skinny
     from nanoinfer.layers.linear import LinearBase
-    from nanoinfer.models.llama import LlamaMLP
+    from nanoinfer.models.llama import LlamaDecoderLayer, LlamaMLP
 
     linears = [m for m in model.modules() if isinstance(m, LinearBase) and m.op is F.linear and skinny.supported(
         torch.empty(0, m.input_size, dtype=m.weight.dtype), m.weight)]
@@ -161,7 +161,14 @@ def _use_skinny_matmuls(model) -> str:
             and m.act_fn.op is silu_and_mul and m.gate_up_proj.op is skinny.linear]
     for mlp in mlps:
         mlp.fused_gate_up_act = skinny.gate_up_silu
-    return f"{len(linears)} linears, gate/up + SiLU in {len(mlps)} MLPs (rows <= {skinny.MAX_ROWS})" if linears else ""
+    # Whole layers whose norms run the reference: each norm computed inside the matmul after it.
+    layers = [m for m in model.modules() if isinstance(m, LlamaDecoderLayer) and type(m).forward is
+              LlamaDecoderLayer.forward and m.mlp in mlps and m.self_attn.qkv_proj.op is skinny.linear
+              and all(n.op is rms_norm for n in (m.input_layernorm, m.post_attention_layernorm))]
+    for layer in layers:
+        layer.fused_decode, layer.fused_decode_rows = skinny.decode_layer, skinny.MAX_ROWS
+    norms = f", norms in {len(layers)} layers" if layers else ""
+    return f"{len(linears)} linears, gate/up + SiLU in {len(mlps)} MLPs{norms} (rows <= {skinny.MAX_ROWS})" if linears else ""
 
 
 def capture_cuda_graphs(runner):

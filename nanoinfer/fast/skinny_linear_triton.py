@@ -10,6 +10,10 @@ flight, each a plain stream of loads.
 the up rows (``MergedColumnParallelLinear``), and the program that owns output column j reads gate row j and up
 row j and writes silu(gate) * up, so the [M, 2N] product never goes to memory.
 
+``norm=`` computes an RMSNorm (with the residual add before it) inside the matmul that follows it: each program
+normalises the few rows of x itself, from the L2 cache, and program 0 writes the next residual. ``decode_layer``
+runs a whole decoder layer that way at batch 1: the two norms cost no kernel of their own.
+
 Tested against a float32 torch reference (tests/test_skinny_linear_triton.py); applied by ``nanoinfer/fast``.
 """
 
@@ -28,18 +32,45 @@ KERNEL_MAX_ROWS = 8  # what the kernel takes: [rows, BLOCK_N, BLOCK_K] products 
 
 
 @triton.jit
-def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, M, N, K, stride_x, stride_out, GATED: tl.constexpr,
-                   HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _row_chunk(x_ptr, r_ptr, m, k, mask, stride_x, stride_r, HAS_RESIDUAL: tl.constexpr):
+    """x[m, k] in float32, plus the residual rounded as the model's dtype rounds x + residual."""
+    x = tl.load(x_ptr + m[:, None] * stride_x + k[None, :], mask=mask, other=0.0)
+    if HAS_RESIDUAL:
+        x = (x.to(tl.float32) + tl.load(r_ptr + m[:, None] * stride_r + k[None, :], mask=mask, other=0.0)
+             .to(tl.float32)).to(x.dtype)
+    return x.to(tl.float32)
+
+
+@triton.jit
+def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, r_ptr, r_out_ptr, norm_w_ptr, eps, M, N, K, stride_x, stride_r,
+                   stride_out, GATED: tl.constexpr, HAS_BIAS: tl.constexpr, NORM: tl.constexpr,
+                   HAS_RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     m = tl.arange(0, BLOCK_M)
     n_mask, m_mask = n < N, m < M
+    dtype = out_ptr.dtype.element_ty
+    if NORM:  # every program needs the rows' mean square first: x is tiny and read again from the L2 cache
+        squares = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            mask = m_mask[:, None] & (k < K)[None, :]
+            x = _row_chunk(x_ptr, r_ptr, m, k, mask, stride_x, stride_r, HAS_RESIDUAL)
+            squares += tl.sum(x * x, axis=1)
+            if HAS_RESIDUAL:
+                if tl.program_id(0) == 0:  # the next residual, x + residual, written once
+                    tl.store(r_out_ptr + m[:, None] * K + k[None, :], x.to(dtype), mask=mask)
+        inv_rms = 1.0 / tl.sqrt(squares / K + eps)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         k_mask = k < K
-        x = tl.load(x_ptr + m[:, None] * stride_x + k[None, :], mask=m_mask[:, None] & k_mask[None, :],
-                    other=0.0).to(tl.float32)[:, None, :]  # [M, 1, K]
+        x = _row_chunk(x_ptr, r_ptr, m, k, m_mask[:, None] & k_mask[None, :], stride_x, stride_r,
+                       HAS_RESIDUAL and NORM)
+        if NORM:  # layers/layernorm.py's rms_norm, rounded where it rounds: weight * (x / rms).to(dtype)
+            x = (x * inv_rms[:, None]).to(dtype).to(tl.float32)
+            x = (tl.load(norm_w_ptr + k, mask=k_mask, other=0.0).to(tl.float32)[None, :] * x).to(dtype).to(tl.float32)
+        x = x[:, None, :]  # [M, 1, K]
         w_mask = n_mask[:, None] & k_mask[None, :]
         w = tl.load(w_ptr + n[:, None] * K + k[None, :], mask=w_mask, other=0.0).to(tl.float32)[None, :, :]
         acc += tl.sum(x * w, axis=2)
@@ -52,17 +83,19 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, M, N, K, stride_x, stride_out, 
             acc_up += tl.load(b_ptr + N + n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
     if GATED:  # silu(gate) * up, as layers/activation.py's silu_and_mul
         acc = acc / (1.0 + tl.exp(-acc)) * acc_up
-    tl.store(out_ptr + m[:, None] * stride_out + n[None, :], acc.to(out_ptr.dtype.element_ty),
-             mask=m_mask[:, None] & n_mask[None, :])
+    tl.store(out_ptr + m[:, None] * stride_out + n[None, :], acc.to(dtype), mask=m_mask[:, None] & n_mask[None, :])
 
 
 def block_config(M: int, N: int, K: int) -> tuple[int, int, int]:
-    """(BLOCK_N, BLOCK_K, num_warps): programs enough to keep the H200's 132 SMs streaming (N / 4 of them: 256
-    and more for these models), long runs of loads per program, and the [M, BLOCK_N, BLOCK_K] product within the
-    registers. Measured on an H200 for M = 1: 4 rows of 1,024 was the fastest of 18 configurations on qwen3-0.6b's
-    and llama-3.2-1b's shapes but one (their q/k/v: 16 rows, within 15%)."""
-    block_k = 1024 if M == 1 else 512 if M <= 2 else 256 if M <= 4 else 128
-    return 4, block_k, 4
+    """(BLOCK_N, BLOCK_K, num_warps). For one row: each program loads 2 whole rows of W at once (K up to 4,096),
+    so that every load is in flight together and N / 2 programs (512 and more here) keep the card streaming.
+    On an H200, qwen3-0.6b's batch-1 graph replayed in 0.90 ms this way, against 0.97 with 4 rows in chunks of
+    1,024, 0.92-1.14 with 7 other configurations, and 1.22 with cuBLAS (scripts/skinny_sweep.py, record
+    h200_skinny_sweep.json). More rows: shorter chunks, so that the [M, BLOCK_N, BLOCK_K] product stays within
+    the registers."""
+    if M == 1:
+        return 2, min(triton.next_power_of_2(K), 4096), 4
+    return 4, 512 if M <= 2 else 256 if M <= 4 else 128, 4
 
 
 def supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -71,9 +104,10 @@ def supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, gated: bool = False,
-                  config: tuple[int, int, int] | None = None) -> torch.Tensor:
+                  norm=None, residual: torch.Tensor | None = None, config: tuple[int, int, int] | None = None):
     """``F.linear(x, weight, bias)`` for at most KERNEL_MAX_ROWS rows of x; ``gated``: silu(gate) * up of that product,
-    [..., N / 2]. ``config`` = (BLOCK_N, BLOCK_K, num_warps) overrides ``block_config`` (benchmarks)."""
+    [..., N / 2]. ``norm`` (an RMSNorm): the product of ``norm(x, residual)`` instead, returned with the next
+    residual as the norm returns it. ``config`` = (BLOCK_N, BLOCK_K, num_warps) overrides ``block_config``."""
     K = x.shape[-1]
     x2 = x.reshape(-1, K)
     if x2.stride(-1) != 1:
@@ -82,12 +116,18 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     if M > KERNEL_MAX_ROWS:
         raise ValueError(f"skinny_linear takes at most {KERNEL_MAX_ROWS} rows, got {M}")
     out = torch.empty(M, N, dtype=x.dtype, device=x.device)
+    r2 = residual.reshape(-1, K) if residual is not None else x2
+    r_out = torch.empty_like(x2) if residual is not None else x2
     block_n, block_k, num_warps = config or block_config(M, N, K)
     _skinny_kernel[(triton.cdiv(N, block_n),)](
-        x2, weight, bias if bias is not None else weight, out, M, N, K, x2.stride(0), out.stride(0), GATED=gated,
-        HAS_BIAS=bias is not None, BLOCK_M=triton.next_power_of_2(M), BLOCK_N=block_n, BLOCK_K=block_k,
-        num_warps=num_warps)
-    return out.reshape(*x.shape[:-1], N)
+        x2, weight, bias if bias is not None else weight, out, r2, r_out, norm.weight if norm else weight,
+        norm.eps if norm else 0.0, M, N, K, x2.stride(0), r2.stride(0), out.stride(0), GATED=gated,
+        HAS_BIAS=bias is not None, NORM=norm is not None, HAS_RESIDUAL=residual is not None,
+        BLOCK_M=triton.next_power_of_2(M), BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps)
+    out = out.reshape(*x.shape[:-1], N)
+    if norm is None:
+        return out
+    return out, (r_out.reshape(x.shape) if residual is not None else x)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -103,3 +143,15 @@ def gate_up_silu(mlp, x: torch.Tensor) -> torch.Tensor:
     if x.numel() > MAX_ROWS * x.shape[-1]:
         return mlp.act_fn(mlp.gate_up_proj(x))
     return skinny_linear(x, mlp.gate_up_proj.weight, mlp.gate_up_proj.bias, gated=True)
+
+
+def decode_layer(layer, positions: torch.Tensor, hidden: torch.Tensor, residual: torch.Tensor | None, meta):
+    """``LlamaDecoderLayer.fused_decode``: the layer for a step of at most MAX_ROWS rows, each RMSNorm computed
+    inside the matmul after it (two kernels fewer per layer), the gate/up product fused with SiLU."""
+    attn, mlp = layer.self_attn, layer.mlp
+    qkv, residual = skinny_linear(hidden, attn.qkv_proj.weight, attn.qkv_proj.bias, norm=layer.input_layernorm,
+                                  residual=residual)
+    hidden = attn.attend(positions, qkv, meta)
+    gated, residual = skinny_linear(hidden, mlp.gate_up_proj.weight, mlp.gate_up_proj.bias, gated=True,
+                                    norm=layer.post_attention_layernorm, residual=residual)
+    return mlp.down_proj(gated), residual

@@ -56,7 +56,10 @@ class LlamaAttention(nn.Module):
                 v.view(-1, self.num_kv_heads, self.head_dim))
 
     def forward(self, positions: torch.Tensor, hidden: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        qkv = self.qkv_proj(hidden)
+        return self.attend(positions, self.qkv_proj(hidden), meta)
+
+    def attend(self, positions: torch.Tensor, qkv: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        """Everything after the q/k/v projection: norms, rotary, the KV write, attention, the output projection."""
         if self.fused_prologue is not None:
             q, k, v = self.fused_prologue(self, qkv, positions, meta)
             out = self.attn(q, k, v, meta, kv_stored=True)
@@ -107,8 +110,13 @@ class LlamaDecoderLayer(nn.Module):
         self.mlp = self.mlp_cls(config)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        # On GPUs nanoinfer/fast may set these (fast/skinny_linear_triton.py's decode_layer): steps of at most
+        # fused_decode_rows rows then run each norm inside the matmul after it.
+        self.fused_decode, self.fused_decode_rows = None, 0
 
     def forward(self, positions, hidden, residual, meta):
+        if hidden.shape[0] <= self.fused_decode_rows:
+            return self.fused_decode(self, positions, hidden, residual, meta)
         # The residual add of the previous sub-block is fused into the next norm.
         if residual is None:
             hidden, residual = self.input_layernorm(hidden), hidden
