@@ -20,6 +20,7 @@ import xxhash
 
 from nanoinfer.engine.events import EventBus
 from nanoinfer.engine.sequence import Sequence
+from nanoinfer.fast.host import chained_block_hashes, int64_bytes
 from nanoinfer.workbook.registry import learner_code
 
 
@@ -38,7 +39,8 @@ class Block:
     block_id: int
     ref_count: int = 0
     hash: int | None = None  # set when the block is full and published to the prefix cache
-    token_ids: tuple[int, ...] = ()  # its tokens once published: checked on a hit, since hashes can collide
+    tokens: bytes = b""  # its tokens (int64 bytes) once published: checked on a hit, since hashes can collide
+    token_ids = property(lambda self: tuple(np.frombuffer(self.tokens, dtype=np.int64).tolist()))  # (to read)
 
 
 @dataclass
@@ -107,12 +109,12 @@ class BlockManager:
         """
         assert not seq.block_table, f"sequence {seq.seq_id} already holds blocks"
         assert not seq.num_pending_tokens, f"sequence {seq.seq_id} still waits for a token value"
-        bs = self.block_size
+        bs, width = self.block_size, self.block_size * 8  # (a block's tokens as int64 bytes)
         hits: list[int] = []
         num_eligible = (seq.num_tokens - 1) // bs if self.enable_prefix_caching else 0
         for i, h in enumerate(self._block_hashes(seq, num_eligible)):
             block_id = self.cached_block_ids.get(h)
-            if block_id is None or self.blocks[block_id].token_ids != tuple(seq.block_token_ids(i, bs)):
+            if block_id is None or self.blocks[block_id].tokens != seq.block_token_bytes[i * width : (i + 1) * width]:
                 break
             hits.append(block_id)
 
@@ -127,7 +129,7 @@ class BlockManager:
                 del self.free_block_ids[block_id]
             block.ref_count += 1
             self._log("hit", seq, block)
-        new_blocks = [self._take_free_block(seq) for _ in range(num_new)]
+        new_blocks = self._take_free_blocks(seq, num_new)
         seq.block_table = hits + new_blocks
         seq.num_published_blocks = len(hits)
         seq.num_computed_tokens = len(hits) * bs
@@ -146,8 +148,8 @@ class BlockManager:
         missing = seq.num_blocks_needed(self.block_size, num_tokens) - len(seq.block_table)
         if missing > len(self.free_block_ids):
             return False
-        for _ in range(missing):
-            seq.block_table.append(self._take_free_block(seq))
+        if missing > 0:
+            seq.block_table += self._take_free_blocks(seq, missing)
         return True
 
     def publish_full_blocks(self, seq: Sequence, num_computed_tokens: int) -> None:
@@ -162,12 +164,11 @@ class BlockManager:
         num_full = min(num_computed_tokens, seq.num_known_tokens) // self.block_size
         if num_full <= seq.num_published_blocks:
             return
-        hashes = self._block_hashes(seq, num_full)
+        hashes, width = self._block_hashes(seq, num_full), self.block_size * 8
         for i in range(seq.num_published_blocks, num_full):
             block = self.blocks[seq.block_table[i]]
             if block.hash is None and hashes[i] not in self.cached_block_ids:
-                block.hash = hashes[i]
-                block.token_ids = tuple(seq.block_token_ids(i, self.block_size))
+                block.hash, block.tokens = hashes[i], seq.block_token_bytes[i * width : (i + 1) * width]
                 self.cached_block_ids[block.hash] = block.block_id
                 self._log("publish", seq, block)
             # else: an identical block computed by another sequence is already published; this copy
@@ -197,25 +198,29 @@ class BlockManager:
         del seq.block_table[keep:]
 
     # ---- internals -----------------------------------------------------------------------------
-    def _take_free_block(self, seq: Sequence) -> int:
-        block_id, _ = self.free_block_ids.popitem(last=False)
-        block = self.blocks[block_id]
-        if block.hash is not None:  # evict the cached prefix this block still held
-            if self.cached_block_ids.get(block.hash) == block_id:
-                del self.cached_block_ids[block.hash]
-            self.counters.evictions += 1
-            self._log("evict", seq, block)
-            block.hash, block.token_ids = None, ()
-        block.ref_count = 1
-        self._log("allocate", seq, block)
-        return block_id
+    def _take_free_blocks(self, seq: Sequence, n: int) -> list[int]:
+        block_ids = [self.free_block_ids.popitem(last=False)[0] for _ in range(n)]
+        for block in map(self.blocks.__getitem__, block_ids):
+            if block.hash is not None:  # evict the cached prefix this block still held
+                if self.cached_block_ids.get(block.hash) == block.block_id:
+                    del self.cached_block_ids[block.hash]
+                self.counters.evictions += 1
+                self._log("evict", seq, block)
+                block.hash, block.tokens = None, b""
+            block.ref_count = 1
+            self._log("allocate", seq, block)
+        return block_ids
 
     def _block_hashes(self, seq: Sequence, num_full_blocks: int) -> list[int]:
-        """Chained hashes of the sequence's first full blocks, computed once and kept on the sequence."""
-        hashes = seq.block_hashes
-        while len(hashes) < num_full_blocks:
+        """Chained hashes of the sequence's first full blocks, computed once, kept on the sequence with their tokens."""
+        hashes, bs = seq.block_hashes, self.block_size
+        new_tokens = int64_bytes(seq.token_ids[len(hashes) * bs : num_full_blocks * bs])  # (fast/host.py)
+        if self._hash is compute_block_hash:  # the reference: all new blocks in one pass (fast/host.py)
+            hashes += chained_block_hashes(new_tokens, bs, hashes[-1] if hashes else None)
+        while len(hashes) < num_full_blocks:  # a learner's hash (Exercise 6.1): called per block, as written
             i = len(hashes)
-            hashes.append(self._hash(seq.block_token_ids(i, self.block_size), hashes[-1] if hashes else None))
+            hashes.append(self._hash(seq.block_token_ids(i, bs), hashes[-1] if hashes else None))
+        seq.block_token_bytes += new_tokens  # (after the hashes: a hash that raised adds no tokens to check)
         return hashes[:num_full_blocks]
 
     def _log(self, kind: str, seq: Sequence | None, block: Block) -> None:

@@ -97,7 +97,8 @@ class Sequence:
         self.status = SequenceStatus.WAITING
         self.num_computed_tokens = 0
         self.block_table: list[int] = []
-        self.block_hashes: list[int] = []  # chained prefix-cache hashes of its full blocks (BlockManager)
+        self.block_hashes: list[int] = []  # chained prefix-cache hashes of its full blocks (BlockManager),
+        self.block_token_bytes = b""  # and those blocks' tokens as int64 bytes (checked on a prefix-cache hit)
         self.num_published_blocks = 0  # leading blocks already offered to the prefix cache
         self.num_pending_tokens = 0  # trailing placeholders whose values are still on the device
         self.finish_reason: str | None = None
