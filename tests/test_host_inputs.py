@@ -1,16 +1,20 @@
 """The host's per-step work, against plain per-token references: the prefix cache's batched block hashes and its
-collision check."""
+collision check, a step's flattened inputs (``ModelRunner.host_inputs``), and their trip to the device through
+one packed buffer (``device_inputs``; the pinned ring itself on a GPU)."""
 
 from __future__ import annotations
 
 import hypothesis.strategies as st
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 
 from nanoinfer.engine.block_manager import BlockManager, compute_block_hash
-from nanoinfer.engine.sequence import Sequence
-from nanoinfer.fast.host import chained_block_hashes, int64_bytes
+from nanoinfer.engine.model_runner import ModelRunner
+from nanoinfer.engine.scheduler import ScheduledBatch
+from nanoinfer.engine.sequence import PENDING_TOKEN, Sequence
+from nanoinfer.fast.host import ALIGN, chained_block_hashes, int64_bytes, pack, put_ints, typed_views
 from nanoinfer.sampling_params import SamplingParams
 
 TOKEN = st.integers(0, 2**63 - 1)  # any int64 token id, not only a small vocabulary's
@@ -33,6 +37,14 @@ def test_batched_hashes_are_the_reference_bit_for_bit(tokens, block_size, parent
     full = tokens[: len(tokens) // block_size * block_size]
     assert int64_bytes(full) == np.asarray(full, dtype=np.int64).tobytes()
     assert chained_block_hashes(int64_bytes(full), block_size, parent) == reference_chain(full, block_size, parent)
+
+
+@given(values=st.lists(st.integers(-(2**31), 2**31 - 1), max_size=200))
+def test_put_ints_is_numpys_assignment(values):
+    for dtype in (np.int32, np.int64):
+        expected = np.zeros(len(values) + 3, dtype)
+        expected[: len(values)] = values
+        assert (put_ints(np.zeros(len(values) + 3, dtype), values) == expected).all()
 
 
 def new_seq(seq_id: int, tokens: list[int]) -> Sequence:
@@ -91,3 +103,131 @@ def test_a_hash_collision_costs_a_recomputation_not_wrong_blocks(learner):
     assert bm.try_allocate(b) and b.num_computed_tokens == 0 and b.block_table[0] != a.block_table[0]
     same = new_seq(2, [1, 2, 3, 4, 6])  # a's first block again: a hit
     assert bm.try_allocate(same) and same.block_table[0] == a.block_table[0] and same.num_computed_tokens == 4
+
+
+def runner(block_size: int, device: str = "cpu") -> ModelRunner:
+    """A ModelRunner with only what host_inputs and device_inputs read (no model)."""
+    r = ModelRunner.__new__(ModelRunner)
+    r.block_size, r.device = block_size, torch.device(device)
+    r.staging = None
+    if device == "cuda":
+        from nanoinfer.fast.host import PinnedStaging
+
+        r.staging = PinnedStaging(r.device)
+    return r
+
+
+@st.composite
+def batches(draw):
+    """Sequences with tables of distinct blocks, some tokens in the cache, a chunk each to feed (one token each in
+    decode), and a pending last token on some (async scheduling)."""
+    block_size = draw(st.sampled_from([1, 2, 4, 16]))
+    decode = draw(st.booleans())
+    seqs, counts, pending_rows, next_block = [], [], {}, 0
+    for i in range(draw(st.integers(1, 8))):
+        tokens = draw(st.lists(st.integers(0, 1000), min_size=1, max_size=70))
+        seq = new_seq(i, tokens)
+        computed = len(tokens) - 1 if decode else draw(st.integers(0, len(tokens) - 1))
+        n = 1 if decode else draw(st.integers(1, len(tokens) - computed))
+        seq.num_computed_tokens = computed
+        if computed + n == len(tokens) and draw(st.booleans()):  # its last token still on the device
+            seq.token_ids[-1], seq.num_pending_tokens = PENDING_TOKEN, 1
+            pending_rows[i] = draw(st.integers(0, 10))
+        num_blocks = seq.num_blocks_needed(block_size) + draw(st.integers(0, 2))  # (tables may hold spare blocks)
+        seq.block_table = list(range(next_block, next_block + num_blocks))[:: draw(st.sampled_from([1, -1]))]
+        next_block += num_blocks
+        seqs.append(seq)
+        counts.append(n)
+    return ScheduledBatch("decode" if decode else "prefill", seqs, counts), pending_rows, block_size
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=batches())
+def test_host_inputs_match_a_per_token_reference(case):
+    batch, pending_rows, bs = case
+    inputs = runner(bs).host_inputs(batch, pending_rows)
+    ids, positions, slots, query_start, logits_index, pending_index, pending_row = [], [], [], [0], [], [], []
+    for seq, n in zip(batch.seqs, batch.num_new_tokens):
+        for p in range(seq.num_computed_tokens, seq.num_computed_tokens + n):
+            if seq.token_ids[p] == PENDING_TOKEN:
+                pending_index.append(len(ids))
+                pending_row.append(pending_rows[seq.seq_id])
+            ids.append(seq.token_ids[p])
+            positions.append(p)
+            slots.append(seq.block_table[p // bs] * bs + p % bs)
+        query_start.append(len(ids))
+        if seq.num_computed_tokens + n == seq.num_tokens:
+            logits_index.append(len(ids) - 1)
+    for name, values in [("input_ids", ids), ("positions", positions), ("slots", slots)]:
+        array = getattr(inputs, name)
+        assert array.dtype == np.int64 and array.tolist() == values, name
+    width = max(len(s.block_table) for s in batch.seqs)
+    assert inputs.block_tables.dtype == np.int32
+    assert inputs.block_tables.tolist() == [s.block_table + [0] * (width - len(s.block_table)) for s in batch.seqs]
+    assert inputs.query_start == query_start
+    assert inputs.query_lens == batch.num_new_tokens
+    assert inputs.seq_lens == [s.num_computed_tokens + n for s, n in zip(batch.seqs, batch.num_new_tokens)]
+    assert (inputs.logits_index, inputs.pending_index, inputs.pending_row) == (logits_index, pending_index, pending_row)
+
+    input_ids, pos, meta, (logits, p_index, p_row) = runner(bs).device_inputs(inputs)
+    for tensor, values, dtype in [(input_ids, ids, torch.int64), (pos, positions, torch.int64),
+                                  (meta.slot_mapping, slots, torch.int64), (logits, logits_index, torch.int64),
+                                  (p_index, pending_index, torch.int64), (p_row, pending_row, torch.int64),
+                                  (meta.query_start_loc, query_start, torch.int32),
+                                  (meta.seq_lens, inputs.seq_lens, torch.int32),
+                                  (meta.block_tables, inputs.block_tables.tolist(), torch.int32)]:
+        assert tensor.dtype == dtype and tensor.tolist() == values
+    assert meta.is_decode == (batch.phase == "decode") and meta.max_query_len == max(batch.num_new_tokens)
+    assert meta.max_seq_len == max(inputs.seq_lens) and meta.query_lens_cpu == inputs.query_lens
+
+
+@settings(max_examples=100, deadline=None)
+@given(shapes=st.lists(st.tuples(st.sampled_from([np.int64, np.int32]), st.integers(0, 9), st.integers(1, 5)),
+                       min_size=1, max_size=10))
+def test_packed_arrays_come_back_with_their_dtypes_and_shapes(shapes):
+    """What the pinned staging buffer holds, on the CPU: every array at an aligned offset (16 bytes at least),
+    read back through typed views of the one buffer (empty arrays and 2-D tables included)."""
+    rng = np.random.default_rng(len(shapes))
+    arrays = [rng.integers(-(2**31), 2**31, size=(rows, cols) if cols > 1 else rows).astype(dtype)
+              for dtype, rows, cols in shapes]
+    offsets = pack(arrays)
+    assert ALIGN % 16 == 0 and all(o % ALIGN == 0 for o in offsets)
+    assert offsets[-1] < sum(a.nbytes for a in arrays) + ALIGN * len(arrays)
+    buffer = torch.full((offsets[-1],), 0xAB, dtype=torch.uint8)  # (as PinnedStaging's: a tensor, seen as NumPy)
+    pack(arrays, buffer.numpy())
+    views = typed_views(buffer, arrays, offsets)
+    for a, v in zip(arrays, views):
+        assert v.dtype == torch.from_numpy(a).dtype and tuple(v.shape) == a.shape and (v.numpy() == a).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_pinned_staging_ring_on_the_gpu():
+    """Steps of growing and shrinking sizes, more of them than the ring has buffers, each read back after later
+    steps were staged: no buffer was overwritten while its copy could still run, and device_inputs on the GPU
+    gives what it gives on the CPU."""
+    from nanoinfer.fast.host import PinnedStaging
+
+    staging = PinnedStaging(torch.device("cuda"), size=2)
+    rng = np.random.default_rng(0)
+    sent = []
+    for step in range(12):
+        n = [10, 100_000, 7, 300_000, 1][step % 5]
+        tables = rng.integers(0, 2**31 - 1, (3, n % 5 + 1)).astype(np.int32)
+        arrays = [rng.integers(0, 2**40, n), tables, np.zeros(0, np.int64)]
+        sent.append((arrays, staging.copy(arrays)))
+        torch.cuda._sleep(1_000_000)  # keep the stream busy, so that copies are still queued behind it
+    for arrays, views in sent:
+        for a, v in zip(arrays, views):
+            assert v.is_cuda and tuple(v.shape) == a.shape and (v.cpu().numpy() == a).all()
+
+    seqs = [new_seq(i, list(range(5 + 7 * i))) for i in range(3)]
+    for i, seq in enumerate(seqs):
+        seq.block_table = list(range(10 * i, 10 * i + seq.num_blocks_needed(4)))
+    inputs = runner(4).host_inputs(ScheduledBatch("prefill", seqs, [s.num_tokens for s in seqs]))
+    on_cpu, on_gpu = runner(4).device_inputs(inputs), runner(4, "cuda").device_inputs(inputs)
+    for a, b in [(on_cpu[0], on_gpu[0]), (on_cpu[1], on_gpu[1]), *zip(on_cpu[3], on_gpu[3])]:
+        assert b.is_cuda and a.dtype == b.dtype and torch.equal(a, b.cpu())
+    for name in ("slot_mapping", "query_start_loc", "seq_lens", "block_tables"):
+        a, b = getattr(on_cpu[2], name), getattr(on_gpu[2], name)
+        assert a.dtype == b.dtype and torch.equal(a, b.cpu()), name

@@ -22,6 +22,7 @@ from nanoinfer.engine.events import EventBus
 from nanoinfer.engine.scheduler import ScheduledBatch
 from nanoinfer.engine.sequence import Sequence
 from nanoinfer.fast import apply_fast_paths, capture_cuda_graphs
+from nanoinfer.fast.host import PinnedStaging, put_ints
 from nanoinfer.layers.attention import Attention
 from nanoinfer.layers.sampler import Sampler
 from nanoinfer.models import model_class
@@ -48,16 +49,16 @@ def kv_bytes_per_block(hf_config, block_size: int, dtype: torch.dtype, tp_size: 
 
 @dataclass
 class StepInputs:
-    """One step's work as plain lists (what rank 0 sends to the other tensor-parallel ranks)."""
+    """One step's work on the host, arrays per token, lists per sequence (what rank 0 sends to the other ranks)."""
 
     phase: str
-    input_ids: list[int] = field(default_factory=list)
-    positions: list[int] = field(default_factory=list)
-    slots: list[int] = field(default_factory=list)
+    input_ids: np.ndarray  # [tokens] int64
+    positions: np.ndarray  # [tokens] int64
+    slots: np.ndarray  # [tokens] int64: cache slot of each token, block_id * block_size + offset
+    block_tables: np.ndarray  # [seqs, max blocks] int32
     query_start: list[int] = field(default_factory=lambda: [0])
     query_lens: list[int] = field(default_factory=list)
     seq_lens: list[int] = field(default_factory=list)
-    block_tables: np.ndarray | None = None  # [seqs, max blocks] int32
     logits_index: list[int] = field(default_factory=list)
     # Async scheduling: input_ids[pending_index[i]] is the previous step's sampled token pending_row[i].
     pending_index: list[int] = field(default_factory=list)
@@ -116,6 +117,7 @@ class ModelRunner:
         self.activation_peak_bytes = 0  # measured on a GPU before the KV cache is sized
         self.keep_logits = False  # set by LLM.trace(logits=True): sample whole logits and keep them
         self.graphs = None  # a CudaGraphRunner once captured
+        self.staging = PinnedStaging(device) if device.type == "cuda" else None  # each step's host-to-device copy
         self.fast_paths = apply_fast_paths(self)  # nanoinfer/fast: what it replaced, and why
         self.fast_paths.add("int8 weights", *quantized)
 
@@ -195,46 +197,47 @@ class ModelRunner:
     def host_inputs(self, batch: ScheduledBatch, pending_rows: dict[int, int] | None = None) -> StepInputs:
         """Flatten the batch on the host: token ids, positions, cache slots, where each sequence starts.
         A token still pending (its value on the device) is marked to be filled from ``pending_rows``."""
-        bs = self.block_size
-        inputs = StepInputs(batch.phase)
-        for seq, n in zip(batch.seqs, batch.num_new_tokens):
-            start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
-            table = seq.block_table
+        seqs, counts, bs = batch.seqs, batch.num_new_tokens, self.block_size
+        token_ids, query_start, seq_lens, logits_index, pending_index, pending_row = [], [0], [], [], [], []
+        tables = np.zeros((len(seqs), max(len(s.block_table) for s in seqs)), dtype=np.int32)  # (0: never read)
+        for seq, n, table in zip(seqs, counts, tables):  # per sequence: the per-token work is in C (lists, NumPy)
+            end = seq.num_computed_tokens + n
             if end > seq.num_known_tokens:  # only a sequence's last token can still be pending
-                inputs.pending_index.append(len(inputs.input_ids) + n - 1)
-                inputs.pending_row.append(pending_rows[seq.seq_id])
-            inputs.input_ids.extend(seq.token_ids[start:end])
-            inputs.positions.extend(range(start, end))
-            inputs.slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
-            inputs.query_start.append(inputs.query_start[-1] + n)
-            inputs.query_lens.append(n)
-            inputs.seq_lens.append(end)
+                pending_index.append(len(token_ids) + n - 1)
+                pending_row.append(pending_rows[seq.seq_id])
+            token_ids += seq.token_ids[end - n : end]
+            put_ints(table, seq.block_table)
+            query_start.append(len(token_ids))
+            seq_lens.append(end)
             if end == seq.num_tokens:  # reached the last token: its logits give the next one
-                inputs.logits_index.append(inputs.query_start[-1] - 1)
-        tables = np.zeros((len(batch.seqs), max(len(s.block_table) for s in batch.seqs)), dtype=np.int32)
-        for row, seq in zip(tables, batch.seqs):  # (padded with block 0, never read)
-            row[: len(seq.block_table)] = seq.block_table
-        inputs.block_tables = tables
-        return inputs
+                logits_index.append(len(token_ids) - 1)
+        if len(token_ids) == len(seqs):  # one token per sequence (decode): per sequence beats NumPy's overhead
+            positions = np.array([end - 1 for end in seq_lens], np.int64)
+            slots = np.array([s.block_table[p // bs] * bs + p % bs for s, p in zip(seqs, positions.tolist())], np.int64)
+        else:  # per token, in NumPy: its row (sequence), position, and slot: block_table[pos // bs] * bs + pos % bs
+            rows = np.repeat(np.arange(len(seqs)), counts)
+            positions = np.arange(len(token_ids)) + (np.array(seq_lens) - query_start[1:])[rows]
+            slots = tables[rows, positions // bs].astype(np.int64) * bs + positions % bs
+        return StepInputs(batch.phase, put_ints(np.empty(len(token_ids), np.int64), token_ids), positions, slots,
+                          tables, query_start, list(counts), seq_lens, logits_index, pending_index, pending_row)
 
-    def to_device(self, values, dtype) -> torch.Tensor:
-        """A host list or array on this rank's device; through pinned memory on a GPU, so that the copy
-        does not wait for the work already queued."""
-        if not isinstance(values, np.ndarray):  # through NumPy: 3-4x faster than torch.tensor on a long list
-            values = np.array(values, dtype={torch.int64: np.int64, torch.int32: np.int32}[dtype])
-        t = torch.from_numpy(values)
-        return t.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else t
+    def to_device(self, *arrays: np.ndarray) -> list[torch.Tensor]:
+        """Host arrays on this rank's device. On a CPU the arrays themselves (no copy); on a GPU packed into one
+        pinned buffer and sent in one copy that does not wait for the work already queued (fast/host.py)."""
+        return self.staging.copy(arrays) if self.staging else [torch.from_numpy(a) for a in arrays]
 
     def device_inputs(self, inputs: StepInputs):
-        """The model's inputs on this rank's device, and the attention metadata shared by every layer."""
+        """The model's inputs on this rank's device, the attention metadata shared by every layer, and the rows
+        that ``execute`` indexes: (logits_index, pending_index, pending_row)."""
+        int64 = [np.ascontiguousarray(a, np.int64) for a in (inputs.input_ids, inputs.positions, inputs.slots,
+                 inputs.logits_index, inputs.pending_index, inputs.pending_row)]
+        int32 = [np.ascontiguousarray(a, np.int32) for a in (inputs.query_start, inputs.seq_lens, inputs.block_tables)]
+        input_ids, positions, slots, *rows, query_start, seq_lens, tables = self.to_device(*int64, *int32)
         meta = AttentionMetadata(
-            is_decode=inputs.phase == "decode", slot_mapping=self.to_device(inputs.slots, torch.int64),
-            query_start_loc=self.to_device(inputs.query_start, torch.int32),
-            seq_lens=self.to_device(inputs.seq_lens, torch.int32),
-            block_tables=self.to_device(inputs.block_tables, torch.int32), max_query_len=max(inputs.query_lens),
-            max_seq_len=max(inputs.seq_lens), block_size=self.block_size, query_lens_cpu=inputs.query_lens,
-            seq_lens_cpu=inputs.seq_lens)
-        return self.to_device(inputs.input_ids, torch.int64), self.to_device(inputs.positions, torch.int64), meta
+            is_decode=inputs.phase == "decode", slot_mapping=slots, query_start_loc=query_start, seq_lens=seq_lens,
+            block_tables=tables, max_query_len=max(inputs.query_lens), max_seq_len=max(inputs.seq_lens),
+            block_size=self.block_size, query_lens_cpu=inputs.query_lens, seq_lens_cpu=inputs.seq_lens)
+        return input_ids, positions, meta, rows
 
     @torch.inference_mode()
     def execute(self, inputs: StepInputs, previous_tokens: torch.Tensor | None = None) -> torch.Tensor | None:
@@ -243,21 +246,20 @@ class ModelRunner:
         if self.kv_cache is None:
             raise RuntimeError("this engine was shut down; create a new LLM")
         with record_function("nanoinfer.device_inputs"):
-            input_ids, positions, meta = self.device_inputs(inputs)
+            input_ids, positions, meta, (logits_index, pending_index, pending_row) = self.device_inputs(inputs)
             if inputs.pending_index:  # tokens sampled by the previous step, taken straight from the device
-                index = self.to_device(inputs.pending_index, torch.int64)
                 if previous_tokens is not None:
-                    values = previous_tokens[self.to_device(inputs.pending_row, torch.int64)]
+                    values = previous_tokens[pending_row]
                 else:  # a tensor-parallel worker: rank 0 sends the values
                     values = torch.empty(len(inputs.pending_index), dtype=torch.int64, device=self.device)
-                input_ids[index] = broadcast_from_rank0(values)
+                input_ids[pending_index] = broadcast_from_rank0(values)
         if self.graphs is not None and self.graphs.serves(meta):  # replay a recorded decode step (fast/)
             hidden = self.graphs.run(input_ids, positions, meta)
         else:
             hidden = self.model(input_ids, positions, meta)
         if not inputs.logits_index:
             return None
-        hidden = hidden[self.to_device(inputs.logits_index, torch.int64)]
+        hidden = hidden[logits_index]
         if inputs.draw is not None:  # every rank samples its own vocabulary shard; only winners travel
             return self.sampler.sample_shards(self.model.lm_head, hidden, inputs.draw)
         return self.model.compute_logits(hidden)
