@@ -259,7 +259,8 @@ class ModelRunner:
             hidden = self.model(input_ids, positions, meta)
         if not inputs.logits_index:
             return None
-        hidden = hidden[logits_index]
+        if len(inputs.logits_index) < len(hidden):  # (a decode step samples every row, in order: no gather)
+            hidden = hidden[logits_index]
         if inputs.draw is not None:  # every rank samples its own vocabulary shard; only winners travel
             return self.sampler.sample_shards(self.model.lm_head, hidden, inputs.draw)
         return self.model.compute_logits(hidden)
