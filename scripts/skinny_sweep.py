@@ -68,6 +68,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="qwen3-0.6b"), p.add_argument("--out", required=True)
     p.add_argument("--max-model-len", type=int, default=1024), p.add_argument("--context", type=int, default=640)
+    p.add_argument("--commit", default=None, help="the commit measured (default: git's HEAD)")
     args = p.parse_args()
     llm = LLM(args.model, max_model_len=args.max_model_len)
     runner = llm.model_runner
@@ -93,8 +94,8 @@ def main() -> None:
             m.fused_gate_up_act = None
     rows["cuBLAS, norms and SiLU as kernels of their own"] = measure()
     llm.shutdown()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    commit = args.commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                           cwd=Path(__file__).parent).stdout.strip() or "unknown"
     record = {"card": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%d"),
               "command": "python scripts/skinny_sweep.py " + " ".join(sys.argv[1:]), "commit": commit,
               "model": args.model, "context": args.context, "max_model_len": args.max_model_len,
