@@ -1,10 +1,9 @@
 """Linear layers of decode steps with few rows (x [M <= 8, K] times W [N, K]), in Triton.
 
-At batch 1 a decode step is ~200 small matrix products, and their time is reading the weights: cuBLAS picks
-tensor-core tiles of 64+ rows for them and reaches ~1 TB/s of the H200's ~4 TB/s (the profile of a
-qwen3-0.6b decode step, scripts/latency_bench.py). Here every program reads ``BLOCK_N`` whole rows of W once,
-in ``BLOCK_K`` chunks, and multiplies them with all M rows of x in float32 on the CUDA cores: many programs in
-flight, each a plain stream of loads.
+At batch 1 a decode step of qwen3-0.6b is 112 small matrix products, and their time is reading the weights:
+cuBLAS picks tensor-core tiles for them and streamed ~1.0-1.2 TB/s of the H200's ~4 TB/s in a profile of that
+step. Here every program reads ``BLOCK_N`` whole rows of W once, in ``BLOCK_K`` chunks, and multiplies them with
+all M rows of x in float32 on the CUDA cores: many programs in flight, each a plain stream of loads.
 
 ``gated=True`` is the MLP's gate/up projection with its activation in one kernel: W holds the gate rows, then
 the up rows (``MergedColumnParallelLinear``), and the program that owns output column j reads gate row j and up
@@ -12,7 +11,8 @@ row j and writes silu(gate) * up, so the [M, 2N] product never goes to memory.
 
 ``norm=`` computes an RMSNorm (with the residual add before it) inside the matmul that follows it: each program
 normalises the few rows of x itself, from the L2 cache, and program 0 writes the next residual. ``decode_layer``
-runs a whole decoder layer that way at batch 1: the two norms cost no kernel of their own.
+runs a whole decoder layer that way at batch 1: the two norms cost no kernel of their own (0.85 against 0.92 ms
+per batch-1 graph replay, h200_skinny_sweep.json).
 
 Tested against a float32 torch reference (tests/test_skinny_linear_triton.py); applied by ``nanoinfer/fast``.
 """
@@ -24,9 +24,9 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-# One row: a batch-1 decode step (an H200 replays qwen3-0.6b's batch-1 graph in 1.21 ms instead of 1.38). At 8 rows
-# this kernel took 5.4 ms against cuBLAS's 1.3 (scripts/latency_bench.py): more rows go to cuBLAS until a kernel
-# that shares each weight tile between the rows beats it.
+# One row: a batch-1 decode step (an H200 replays qwen3-0.6b's batch-1 graph in 0.85 ms instead of 1.18 with cuBLAS,
+# h200_skinny_sweep.json). At 8 rows an earlier version of this kernel took 5.4 ms against cuBLAS's 1.3: more rows go
+# to cuBLAS until a kernel that shares each weight tile between the rows beats it.
 MAX_ROWS = 1
 KERNEL_MAX_ROWS = 8  # what the kernel takes: [rows, BLOCK_N, BLOCK_K] products in registers
 
@@ -89,10 +89,9 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, r_ptr, r_out_ptr, norm_w_ptr, e
 def block_config(M: int, N: int, K: int) -> tuple[int, int, int]:
     """(BLOCK_N, BLOCK_K, num_warps). For one row: each program loads 2 whole rows of W at once (K up to 4,096),
     so that every load is in flight together and N / 2 programs (512 and more here) keep the card streaming.
-    On an H200, qwen3-0.6b's batch-1 graph replayed in 0.90 ms this way, against 0.97 with 4 rows in chunks of
-    1,024, 0.92-1.14 with 7 other configurations, and 1.22 with cuBLAS (scripts/skinny_sweep.py, record
-    h200_skinny_sweep.json). More rows: shorter chunks, so that the [M, BLOCK_N, BLOCK_K] product stays within
-    the registers."""
+    On an H200, qwen3-0.6b's batch-1 graph replayed in 0.85 ms this way, against 0.87-1.08 with 7 other
+    configurations and 1.18 with cuBLAS (scripts/skinny_sweep.py, record h200_skinny_sweep.json). More rows:
+    shorter chunks, so that the [M, BLOCK_N, BLOCK_K] product stays within the registers."""
     if M == 1:
         return 2, min(triton.next_power_of_2(K), 4096), 4
     return 4, 512 if M <= 2 else 256 if M <= 4 else 128, 4
