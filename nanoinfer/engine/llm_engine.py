@@ -218,6 +218,8 @@ class LLMEngine:
         (a learner's op, an interrupt), the engine stays usable (LLM.generate aborts the requests); with
         tensor parallelism the ranks may be out of step, so the runner stops them.
         """
+        if not self.scheduler.has_unfinished():
+            return []  # nothing queued, running or in flight (it is dropped with the last request)
         self.step_index += 1
         self.events.step = self.block_manager.step = self.step_index
         t0 = time.perf_counter()
@@ -237,8 +239,6 @@ class LLMEngine:
                 raise
             handle.positions = self.scheduler.advance(batch)
         elif self._in_flight is None:
-            if not self.scheduler.has_unfinished():
-                return []  # nothing queued, running or in flight: a step has nothing to do
             raise RuntimeError("the scheduler found nothing to run although requests are pending")
         t2 = time.perf_counter()
         done = handle

@@ -83,7 +83,7 @@ def apply_fast_paths(runner) -> FastPaths:
     skinny = ""
     if cuda and c.skinny_matmuls and c.tensor_parallel_size == 1:
         skinny = _use_skinny_matmuls(model)
-    report.add("skinny matmuls", skinny, "CUDA, one rank: cuBLAS reads small decode batches' weights slowly" if skinny
+    report.add("skinny matmuls", skinny, "CUDA, one rank: cuBLAS reads batch-1 steps' weights slowly" if skinny
                else "skinny_matmuls=False" if not c.skinny_matmuls else "CUDA with one rank only")
 
     wanted = c.sampler == "triton" or (c.sampler == "auto" and cuda)
@@ -153,8 +153,8 @@ def _use_skinny_matmuls(model) -> str:
     from nanoinfer.layers.linear import LinearBase
     from nanoinfer.models.llama import LlamaDecoderLayer, LlamaMLP
 
-    linears = [m for m in model.modules() if isinstance(m, LinearBase) and m.op is F.linear and skinny.supported(
-        torch.empty(0, m.input_size, dtype=m.weight.dtype), m.weight)]
+    linears = [m for m in model.modules() if isinstance(m, LinearBase) and m.op is F.linear
+               and skinny.supported(m.weight)]
     for module in linears:
         module.op = skinny.linear
     mlps = [m for m in model.modules() if isinstance(m, LlamaMLP) and isinstance(m.act_fn, SiluAndMul)

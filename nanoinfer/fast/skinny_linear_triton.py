@@ -97,9 +97,9 @@ def block_config(M: int, N: int, K: int) -> tuple[int, int, int]:
     return 4, 512 if M <= 2 else 256 if M <= 4 else 128, 4
 
 
-def supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return (x.dtype == weight.dtype and x.dtype in (torch.float16, torch.bfloat16, torch.float32)
-            and weight.is_contiguous() and x.shape[-1] == weight.shape[1])
+def supported(weight: torch.Tensor) -> bool:
+    """Whether a layer's weight can go through the kernel (its inputs share its dtype in the model)."""
+    return weight.dtype in (torch.float16, torch.bfloat16, torch.float32) and weight.is_contiguous()
 
 
 def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, gated: bool = False,
@@ -116,7 +116,7 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         raise ValueError(f"skinny_linear takes at most {KERNEL_MAX_ROWS} rows, got {M}")
     out = torch.empty(M, N, dtype=x.dtype, device=x.device)
     r2 = residual.reshape(-1, K) if residual is not None else x2
-    r_out = torch.empty_like(x2) if residual is not None else x2
+    r_out = torch.empty_like(x2) if residual is not None and norm is not None else x2  # (the next residual)
     block_n, block_k, num_warps = config or block_config(M, N, K)
     _skinny_kernel[(triton.cdiv(N, block_n),)](
         x2, weight, bias if bias is not None else weight, out, r2, r_out, norm.weight if norm else weight,
