@@ -1,6 +1,7 @@
 """The batch-1 decode graph of one model shape (default qwen3-0.6b, random weights) replayed on a GPU under
 variants of the skinny-matmul path, each captured afresh in the same engine: the kernels' block configurations,
-the decode attention's tokens per split, the norms inside the matmuls or not, and cuBLAS. Replay time by CUDA
+the decode attention's tokens per split, programmatic dependent launch or not, the norms inside the matmuls or
+not, and cuBLAS. Replay time by CUDA
 events (5 x 50 replays, the median), one sequence of 640 tokens. Writes a record with card, date, command, commit.
 
     python scripts/skinny_sweep.py --out notebooks/reference_results/h200_skinny_sweep.json
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 import triton
 
 import nanoinfer.attention.triton_backend as attention
+import nanoinfer.fast.pdl as pdl
 import nanoinfer.fast.skinny_linear_triton as skinny
 from nanoinfer import LLM
 from nanoinfer.fast.cuda_graphs import CudaGraphRunner
@@ -33,10 +35,12 @@ CONFIGS = {  # (BLOCK_N, BLOCK_K, num_warps) as a function of K, for one row
     "1 row, whole K, 4 warps": lambda K: (1, WHOLE_K(K), 4),
     "4 rows, whole K / 2 above 1,024, 4 warps": lambda K: (max(1, min(4, 4096 // WHOLE_K(K))), WHOLE_K(K), 4),
     "4 rows, whole K / 2 above 1,024, 8 warps": lambda K: (max(1, min(4, 4096 // WHOLE_K(K))), WHOLE_K(K), 8),
+    "4 rows, whole K / 2 above 1,024, 2 warps": lambda K: (max(1, min(4, 4096 // WHOLE_K(K))), WHOLE_K(K), 2),
+    "8 rows, whole K / 2 above 1,024, 8 warps": lambda K: (max(1, min(8, 8192 // WHOLE_K(K))), WHOLE_K(K), 8),
+    "4 rows, whole K, 4 warps": lambda K: (4, WHOLE_K(K), 4),
+    "8 rows, whole K, 8 warps": lambda K: (8, WHOLE_K(K), 8),
     "4 rows of 1,024, 4 warps": lambda K: (4, 1024, 4),
-    "4 rows of 512, 4 warps": lambda K: (4, 512, 4),
     "2 rows of 1,024, 4 warps": lambda K: (2, 1024, 4),
-    "8 rows of 1,024, 8 warps": lambda K: (8, 1024, 8),
 }
 
 
@@ -83,6 +87,9 @@ def main() -> None:
         attention.TOKENS_PER_SPLIT = tokens
         rows[f"decode attention: {tokens} tokens per split"] = measure()
     attention.TOKENS_PER_SPLIT = default_split
+    pdl.ENABLED = False
+    rows["without programmatic dependent launch"] = measure()
+    pdl.ENABLED = True
     layers = [m for m in runner.model.modules() if isinstance(m, LlamaDecoderLayer) and m.fused_decode_rows]
     for layer in layers:
         layer.fused_decode_rows = 0

@@ -70,6 +70,30 @@ def test_cuda_graphs_equal_eager(tiny_qwen3, block_size):
     assert_no_leaks(eager)
 
 
+def test_graph_steps_that_draw_equal_eager(tiny_qwen3):
+    """Decode steps replayed whole, the draw included (``CudaGraphRunner.sample_step``), pick the tokens that eager
+    steps pick: greedy and seeded rows of many lengths, then a top-p row (whose steps replay the forward graph only
+    and sample outside it) joining and leaving, so that pending tokens cross between the two paths."""
+    prompts = prompts_reaching(512)
+    params = [SamplingParams(temperature=0.0 if i % 3 == 0 else 0.8, seed=i, max_tokens=8 + 5 * i, ignore_eos=True)
+              for i in range(len(prompts))]
+    top_p = SamplingParams(temperature=0.8, top_p=0.9, seed=99, max_tokens=6, ignore_eos=True)
+    tokens, coverage = {}, None
+    for name, extra in (("graphs", {}), ("eager", {"enforce_eager": True})):
+        llm = LLM(str(tiny_qwen3), max_model_len=512, dtype="float32", attention_backend="triton", compile=False,
+                  gpu_memory_utilization=0.3, **extra)
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+        outputs += llm.generate(prompts[:3] + prompts[:1], params[:3] + [top_p], use_tqdm=False)
+        tokens[name] = [o.token_ids for o in outputs]
+        if name == "graphs":
+            assert "with the draw" in fast_path(llm, "CUDA graphs")
+            coverage = llm.model_runner.graphs.coverage.as_dict()
+        assert_no_leaks(llm)
+        llm.shutdown()
+    assert tokens["graphs"] == tokens["eager"]
+    assert 0 < coverage["sampled_steps"] < coverage["replayed_steps"], coverage  # both paths ran
+
+
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_gpu_greedy_equals_cpu_in_float32(tiny_llama, backend):
     prompts = prompts_reaching(256)

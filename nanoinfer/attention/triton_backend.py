@@ -28,6 +28,7 @@ import triton.language as tl
 from nanoinfer.attention.base import AttentionBackend, AttentionMetadata
 from nanoinfer.attention.store_triton import store_kv_cache
 from nanoinfer.fast import triton_interpreter  # noqa: F401  (a fix for Triton's CPU interpreter)
+from nanoinfer.fast.pdl import launch_options
 
 LOG2E = 1.4426950408889634
 # The running maximum starts here rather than at -inf: exp2(m_old - m_new) then stays a number (0 or 1)
@@ -74,7 +75,11 @@ def _online_softmax_step(q, k, v, allowed, m, l, acc, scale_log2, PRECISION: tl.
 def _decode_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, part_acc_ptr, part_ml_ptr, tables_ptr, seq_lens_ptr,
                    scale_log2, stride_qt, stride_qh, stride_ot, stride_oh, stride_cb, stride_cs, stride_ch,
                    stride_table, num_heads, group, head_dim, NUM_SPLITS: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-                   BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+                   BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+                   USE_PDL: tl.constexpr):
+    if USE_PDL:  # launched while the kernel before finishes: wait for its writes (fast/pdl.py)
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -121,7 +126,11 @@ def _decode_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, part_acc_ptr, part_
 
 @triton.jit
 def _decode_reduce_kernel(out_ptr, part_acc_ptr, part_ml_ptr, stride_ot, stride_oh, num_heads, head_dim,
-                          NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+                          NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+                          USE_PDL: tl.constexpr):
+    if USE_PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     seq = tl.program_id(0)
     head = tl.program_id(1)
     s = tl.arange(0, BLOCK_S)
@@ -274,16 +283,19 @@ class TritonAttentionBackend(AttentionBackend):
                                  torch.empty(rows * 2, dtype=torch.float32, device=q.device))
         part_acc, part_ml = meta.scratch[key]
         block_d = max(16, triton.next_power_of_2(head_dim))
+        pdl = launch_options(q.device)
         _decode_kernel[(num_seqs, kv_heads, splits)](
             q, k_cache, v_cache, out, part_acc, part_ml, meta.block_tables, meta.seq_lens, scale * LOG2E,
             q.stride(0), q.stride(1), out.stride(0), out.stride(1), *k_cache.stride()[:3],
             meta.block_tables.stride(0), num_heads, group, head_dim,
             NUM_SPLITS=splits, BLOCK_SIZE=k_cache.shape[1], BLOCK_G=max(16, triton.next_power_of_2(group)),
-            BLOCK_N=_tiles(q.dtype)[1], BLOCK_D=block_d, PRECISION=_precision(q.dtype), num_warps=4, num_stages=2)
+            BLOCK_N=_tiles(q.dtype)[1], BLOCK_D=block_d, PRECISION=_precision(q.dtype), USE_PDL=bool(pdl), num_warps=4,
+            num_stages=2, **pdl)
         if splits > 1:
             _decode_reduce_kernel[(num_seqs, num_heads)](
                 out, part_acc, part_ml, out.stride(0), out.stride(1), num_heads, head_dim,
-                NUM_SPLITS=splits, BLOCK_S=triton.next_power_of_2(splits), BLOCK_D=block_d)
+                NUM_SPLITS=splits, BLOCK_S=triton.next_power_of_2(splits), BLOCK_D=block_d, USE_PDL=bool(pdl),
+                **pdl)
         return out
 
     def _use_torch_varlen(self, q, meta: AttentionMetadata) -> bool:

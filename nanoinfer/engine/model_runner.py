@@ -245,6 +245,8 @@ class ModelRunner:
         tokens). Every tensor-parallel rank runs this: its collectives must line up with the others'."""
         if self.kv_cache is None:
             raise RuntimeError("this engine was shut down; create a new LLM")
+        if self.graphs is not None and self.graphs.samples(inputs, previous_tokens):  # replayed whole, draw too
+            return self.graphs.sample_step(inputs, previous_tokens)
         with record_function("nanoinfer.device_inputs"):
             input_ids, positions, meta, (logits_index, pending_index, pending_row) = self.device_inputs(inputs)
             if inputs.pending_index:  # tokens sampled by the previous step, taken straight from the device

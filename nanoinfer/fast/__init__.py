@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -181,16 +182,21 @@ def capture_cuda_graphs(runner):
         runner.fast_paths.add("CUDA graphs", "", why)
         return None
     from nanoinfer.fast.cuda_graphs import CudaGraphRunner  # (imports nanoinfer.attention: not at the top)
+    from nanoinfer.fast.sampler_triton import TritonSampler, draw_tokens
 
     t0 = time.perf_counter()
     # A verify step feeds each sequence's k drafts and its last token as k + 1 decode rows.
     rows_per_seq = 1 + c.speculative_config["num_speculative_tokens"] if c.speculative_config else 1
     max_batch = min(c.cuda_graph_max_batch_size or 512, c.max_num_seqs * rows_per_seq)
+    sample = None  # the draw, recorded too where each rank is the whole vocabulary (see cuda_graphs.py)
+    if isinstance(runner.sampler, TritonSampler) and c.tensor_parallel_size == 1 and not c.speculative_config:
+        sample = partial(draw_tokens, runner.model.lm_head)
     graphs = CudaGraphRunner(runner.model, backend, runner.attention_layers[0].num_kv_heads,
                              runner.hf_config.hidden_size, max_batch, c.max_model_len, c.kvcache_block_size,
-                             runner.device, runner.dtype)
+                             runner.device, runner.dtype, sample, c.max_num_seqs)
     graphs.capture()
     runner.fast_paths.add("CUDA graphs", f"decode batches of {graphs.sizes[0]}-{graphs.max_batch_size} "
-                          f"({len(graphs.sizes)} graphs, {time.perf_counter() - t0:.1f} s)",
+                          f"({len(graphs.sizes)} graphs{', with the draw' * bool(sample)}, "
+                          f"{time.perf_counter() - t0:.1f} s)",
                           f"enforce_eager=False, cuda_graph_max_batch_size={c.cuda_graph_max_batch_size}")
     return graphs

@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from nanoinfer.fast import triton_interpreter  # noqa: F401  (a fix for Triton's CPU interpreter)
+from nanoinfer.fast.pdl import launch_options
 
 
 @triton.jit
@@ -42,7 +43,10 @@ def _qk_prologue_kernel(qkv_ptr, stride_token, positions_ptr, cos_sin_ptr, strid
                         k_weight_ptr, eps, k_cache_ptr, v_cache_ptr, slot_ptr, stride_cb, stride_cs, stride_ch,
                         NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HALF: tl.constexpr,
                         BLOCK_H: tl.constexpr, BLOCK_KV: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-                        NORM: tl.constexpr):
+                        NORM: tl.constexpr, USE_PDL: tl.constexpr):
+    if USE_PDL:  # launched while the kernel before finishes: wait for its writes (fast/pdl.py)
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     token = tl.program_id(0).to(tl.int64)  # token * stride_token can pass 2**31 in a long prefill
     dtype = qkv_ptr.dtype.element_ty
     half = tl.arange(0, HALF)
@@ -100,9 +104,10 @@ def qk_prologue(attention, qkv: torch.Tensor, positions: torch.Tensor, meta):
     norm = attention.q_norm is not None
     weights = (attention.q_norm.weight, attention.k_norm.weight) if norm else (table, table)  # (never read)
     eps = attention.q_norm.eps if norm else 0.0
+    pdl = launch_options(qkv.device)
     _qk_prologue_kernel[(qkv.shape[0],)](
         qkv, qkv.stride(0), positions, table, table.stride(0), *weights, eps, k_cache, v_cache, meta.slot_mapping,
         *k_cache.stride()[:3], NUM_HEADS=heads, NUM_KV_HEADS=kv_heads, HALF=head_dim // 2,
         BLOCK_H=triton.next_power_of_2(heads), BLOCK_KV=triton.next_power_of_2(kv_heads),
-        BLOCK_SIZE=k_cache.shape[1], NORM=norm, num_warps=4)
+        BLOCK_SIZE=k_cache.shape[1], NORM=norm, USE_PDL=bool(pdl), num_warps=4, **pdl)
     return attention.split_heads(qkv)

@@ -181,8 +181,7 @@ class TritonSampler(Sampler):
         rows of ``lm_head``. The same tokens on every rank, and the same as drawing from the joined logits."""
         temperatures, seeds = self.draw_tensors(draw)
         if lm_head.tp_size == 1:  # one rank: its winners are the tokens (four small kernels fewer per step)
-            logits = lm_head.op(hidden, lm_head.weight, None)
-            return seeded_gumbel_max_triton(logits, temperatures, seeds)[0]
+            return draw_tokens(lm_head, hidden, temperatures, seeds)
         return best_offer(all_gather_stacked(offer(lm_head, hidden, temperatures, seeds)))
 
     def warm_up(self, model, hidden: torch.Tensor) -> None:
@@ -191,6 +190,12 @@ class TritonSampler(Sampler):
             plan = self.plan([params] * len(hidden), list(range(len(hidden))))
             self(logits, [params] * len(hidden), [None] * len(hidden), plan)
         self.sample_shards(model.lm_head, hidden, plan)
+
+
+def draw_tokens(lm_head, hidden: torch.Tensor, temperatures: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    """One rank's tokens for ``hidden``'s rows: the LM head's logits, then the seeded draw (also recorded in CUDA
+    graphs: fast/cuda_graphs.py)."""
+    return seeded_gumbel_max_triton(lm_head.op(hidden, lm_head.weight, None), temperatures, seeds)[0]
 
 
 def offer(lm_head, hidden: torch.Tensor, temperatures: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from nanoinfer.fast.pdl import launch_options
+
 # One row: a batch-1 decode step (an H200 replays qwen3-0.6b's batch-1 graph in 0.85 ms instead of 1.18 with cuBLAS,
 # h200_skinny_sweep.json). At 8 rows an earlier version of this kernel took 5.4 ms against cuBLAS's 1.3: more rows go
 # to cuBLAS until a kernel that shares each weight tile between the rows beats it.
@@ -42,13 +44,44 @@ def _row_chunk(x_ptr, r_ptr, m, k, mask, stride_x, stride_r, HAS_RESIDUAL: tl.co
 
 
 @triton.jit
+def _weight_chunk(w_ptr, n, k, n_mask, N, K, GATED: tl.constexpr):
+    """Rows n of W, columns k, and (gated) the up rows N below them; float32 products need them widened later."""
+    mask = n_mask[:, None] & (k < K)[None, :]
+    w = tl.load(w_ptr + n[:, None] * K + k[None, :], mask=mask, other=0.0)
+    w_up = w
+    if GATED:  # the up row of output j sits N rows below its gate row
+        w_up = tl.load(w_ptr + (n[:, None] + N) * K + k[None, :], mask=mask, other=0.0)
+    return w, w_up
+
+
+@triton.jit
+def _x_chunk(x_ptr, r_ptr, norm_w_ptr, inv_rms, m, k, m_mask, K, stride_x, stride_r, dtype, NORM: tl.constexpr,
+             HAS_RESIDUAL: tl.constexpr):
+    """Columns k of x as [M, 1, BLOCK_K] float32, normalised first with ``NORM``."""
+    k_mask = k < K
+    x = _row_chunk(x_ptr, r_ptr, m, k, m_mask[:, None] & k_mask[None, :], stride_x, stride_r, HAS_RESIDUAL and NORM)
+    if NORM:  # layers/layernorm.py's rms_norm, rounded where it rounds: weight * (x / rms).to(dtype)
+        x = (x * inv_rms[:, None]).to(dtype).to(tl.float32)
+        x = (tl.load(norm_w_ptr + k, mask=k_mask, other=0.0).to(tl.float32)[None, :] * x).to(dtype).to(tl.float32)
+    return x[:, None, :]
+
+
+@triton.jit
 def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, r_ptr, r_out_ptr, norm_w_ptr, eps, M, N, K, stride_x, stride_r,
                    stride_out, GATED: tl.constexpr, HAS_BIAS: tl.constexpr, NORM: tl.constexpr,
-                   HAS_RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                   HAS_RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                   USE_PDL: tl.constexpr):
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     m = tl.arange(0, BLOCK_M)
     n_mask, m_mask = n < N, m < M
     dtype = out_ptr.dtype.element_ty
+    # The weights do not depend on the kernel before: the first chunk is requested before waiting for it (pdl.py)
+    k = tl.arange(0, BLOCK_K)
+    w, w_up = _weight_chunk(w_ptr, n, k, n_mask, N, K, GATED)
+    if USE_PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
+    inv_rms = tl.zeros((BLOCK_M,), dtype=tl.float32)
     if NORM:  # every program needs the rows' mean square first: x is tiny and read again from the L2 cache
         squares = tl.zeros((BLOCK_M,), dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
@@ -60,23 +93,20 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, r_ptr, r_out_ptr, norm_w_ptr, e
                 if tl.program_id(0) == 0:  # the next residual, x + residual, written once
                     tl.store(r_out_ptr + m[:, None] * K + k[None, :], x.to(dtype), mask=mask)
         inv_rms = 1.0 / tl.sqrt(squares / K + eps)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
+    k = tl.arange(0, BLOCK_K)
+    x = _x_chunk(x_ptr, r_ptr, norm_w_ptr, inv_rms, m, k, m_mask, K, stride_x, stride_r, dtype, NORM, HAS_RESIDUAL)
+    acc = tl.sum(x * w.to(tl.float32)[None, :, :], axis=2)
+    acc_up = acc
+    if GATED:
+        acc_up = tl.sum(x * w_up.to(tl.float32)[None, :, :], axis=2)
+    for k0 in range(BLOCK_K, K, BLOCK_K):  # the remaining chunks (none where one chunk holds K)
         k = k0 + tl.arange(0, BLOCK_K)
-        k_mask = k < K
-        x = _row_chunk(x_ptr, r_ptr, m, k, m_mask[:, None] & k_mask[None, :], stride_x, stride_r,
-                       HAS_RESIDUAL and NORM)
-        if NORM:  # layers/layernorm.py's rms_norm, rounded where it rounds: weight * (x / rms).to(dtype)
-            x = (x * inv_rms[:, None]).to(dtype).to(tl.float32)
-            x = (tl.load(norm_w_ptr + k, mask=k_mask, other=0.0).to(tl.float32)[None, :] * x).to(dtype).to(tl.float32)
-        x = x[:, None, :]  # [M, 1, K]
-        w_mask = n_mask[:, None] & k_mask[None, :]
-        w = tl.load(w_ptr + n[:, None] * K + k[None, :], mask=w_mask, other=0.0).to(tl.float32)[None, :, :]
-        acc += tl.sum(x * w, axis=2)
-        if GATED:  # the up row of output j sits N rows below its gate row
-            w_up = tl.load(w_ptr + (n[:, None] + N) * K + k[None, :], mask=w_mask, other=0.0).to(tl.float32)
-            acc_up += tl.sum(x * w_up[None, :, :], axis=2)
+        w, w_up = _weight_chunk(w_ptr, n, k, n_mask, N, K, GATED)
+        x = _x_chunk(x_ptr, r_ptr, norm_w_ptr, inv_rms, m, k, m_mask, K, stride_x, stride_r, dtype, NORM,
+                     HAS_RESIDUAL)
+        acc += tl.sum(x * w.to(tl.float32)[None, :, :], axis=2)
+        if GATED:
+            acc_up += tl.sum(x * w_up.to(tl.float32)[None, :, :], axis=2)
     if HAS_BIAS:
         acc += tl.load(b_ptr + n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
         if GATED:
@@ -93,7 +123,7 @@ def block_config(M: int, N: int, K: int) -> tuple[int, int, int]:
     configurations and 1.18 with cuBLAS (scripts/skinny_sweep.py, record h200_skinny_sweep.json). More rows:
     shorter chunks, so that the [M, BLOCK_N, BLOCK_K] product stays within the registers."""
     if M == 1:
-        return 2, min(triton.next_power_of_2(K), 4096), 4
+        return 4, min(triton.next_power_of_2(K), 4096), 4
     return 4, 512 if M <= 2 else 256 if M <= 4 else 128, 4
 
 
@@ -118,11 +148,12 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     r2 = residual.reshape(-1, K) if residual is not None else x2
     r_out = torch.empty_like(x2) if residual is not None and norm is not None else x2  # (the next residual)
     block_n, block_k, num_warps = config or block_config(M, N, K)
+    pdl = launch_options(x.device)
     _skinny_kernel[(triton.cdiv(N, block_n),)](
         x2, weight, bias if bias is not None else weight, out, r2, r_out, norm.weight if norm else weight,
         norm.eps if norm else 0.0, M, N, K, x2.stride(0), r2.stride(0), out.stride(0), GATED=gated,
         HAS_BIAS=bias is not None, NORM=norm is not None, HAS_RESIDUAL=residual is not None,
-        BLOCK_M=triton.next_power_of_2(M), BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps)
+        BLOCK_M=triton.next_power_of_2(M), BLOCK_N=block_n, BLOCK_K=block_k, USE_PDL=bool(pdl), num_warps=num_warps, **pdl)
     out = out.reshape(*x.shape[:-1], N)
     if norm is None:
         return out

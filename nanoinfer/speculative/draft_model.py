@@ -66,7 +66,8 @@ class DraftModelProposer:
             self.num_layers = spec["num_draft_layers"]
         else:
             model_dir, hf_config = draft_checkpoint(self.model_name)
-            config = dataclasses.replace(target.config, model=self.model_name, speculative_config=None)
+            # (sampler "torch": the draft samples its own way, so its CUDA graphs record no draw)
+            config = dataclasses.replace(target.config, model=self.model_name, speculative_config=None, sampler="torch")
             self.runner = ModelRunner(config, hf_config, model_dir, target.device, target.dtype)
             self.bytes_per_block = kv_bytes_per_block(hf_config, config.kvcache_block_size, target.dtype)
             self.num_layers = hf_config.num_hidden_layers

@@ -1,0 +1,34 @@
+"""Programmatic dependent launch (PDL, Hopper and later) for the short Triton kernels of a decode step.
+
+A kernel normally starts only when the one before it in the stream has finished and flushed its writes: between
+two kernels of a few microseconds the GPU idles while the next one is launched and its first loads travel. A kernel
+launched with PDL may start as soon as every program of the kernel before it has signalled
+(``gdc_launch_dependents``). It must then call ``gdc_wait`` before it reads anything that kernel wrote, and before
+it writes anything: ``gdc_wait`` returns when the kernel before has completed and its memory is visible. Work that
+needs no result of the kernel before (requesting the weights of a matmul) goes ahead of the wait.
+
+Every kernel that takes ``launch_options`` follows that rule: it waits before its first dependent load or store and
+signals right after. CUDA graphs record the launch attribute, so replays keep the overlap.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import torch
+
+ENABLED = True  # scripts/skinny_sweep.py turns it off to measure what it gains
+
+
+def launch_options(device: torch.device) -> dict:
+    """Keyword arguments for a Triton launch on ``device``: ``launch_pdl`` where the card has PDL (compute
+    capability 9.0 or more), else none. A kernel's ``USE_PDL`` constexpr is ``bool(launch_options(...))``."""
+    if not ENABLED or device.type != "cuda" or not _has_pdl(
+            device.index if device.index is not None else torch.cuda.current_device()):
+        return {}
+    return {"launch_pdl": True}
+
+
+@cache
+def _has_pdl(index: int) -> bool:
+    return torch.cuda.get_device_capability(index)[0] >= 9
