@@ -87,6 +87,9 @@ def main() -> None:
         attention.TOKENS_PER_SPLIT = tokens
         rows[f"decode attention: {tokens} tokens per split"] = measure()
     attention.TOKENS_PER_SPLIT = default_split
+    attention.MERGE_SPLITS = not attention.MERGE_SPLITS
+    rows[f"decode attention: splits merged by {'the last split' if attention.MERGE_SPLITS else 'a reduce kernel'}"] = measure()
+    attention.MERGE_SPLITS = not attention.MERGE_SPLITS
     pdl.ENABLED = False
     rows["without programmatic dependent launch"] = measure()
     pdl.ENABLED = True
