@@ -152,6 +152,8 @@ def main() -> None:
     p.add_argument("--label", default="run"), p.add_argument("--out", required=True)
     p.add_argument("--commit", default=None, help="the commit measured (default: git's HEAD)")
     p.add_argument("--merge", nargs=2, metavar=("BEFORE", "AFTER"), help="join two runs into one record")
+    p.add_argument("--parts", nargs="+", choices=["batch1", "batch1_cublas", "prefill"],
+                   default=["batch1", "batch1_cublas", "prefill"], help="what to measure (default: all)")
     args = p.parse_args()
     if args.merge:
         before, after = (json.loads(Path(f).read_text()) for f in args.merge)
@@ -159,9 +161,10 @@ def main() -> None:
                   "commit": after["commit"], "before": before, "after": after,
                   "ratios": {"batch1_ms_per_token": after["batch1"]["ms_per_token"] / before["batch1"]["ms_per_token"],
                              "batch1_graph_replay": after["batch1"]["graph_replay_ms"]
-                             / before["batch1"]["graph_replay_ms"],
-                             "prefill_device_ms": after["prefill"]["device_ms_per_full_step"]
-                             / before["prefill"]["device_ms_per_full_step"]}}
+                             / before["batch1"]["graph_replay_ms"]}}
+        if "prefill" in before and "prefill" in after:
+            record["ratios"]["prefill_device_ms"] = (after["prefill"]["device_ms_per_full_step"]
+                                                     / before["prefill"]["device_ms_per_full_step"])
         Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
         print(json.dumps(record["ratios"], indent=1))
         return
@@ -170,15 +173,17 @@ def main() -> None:
     record = {"card": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%d"),
               "command": "python scripts/latency_bench.py " + " ".join(sys.argv[1:]),
               "commit": args.commit or commit(), "label": args.label, "torch": torch.__version__}
-    record["batch1"] = batch1("qwen3-0.6b")
-    print("batch-1:", json.dumps(record["batch1"]), flush=True)
-    if "skinny_matmuls" in EngineConfig.__dataclass_fields__:
+    if "batch1" in args.parts:
+        record["batch1"] = batch1("qwen3-0.6b")
+        print("batch-1:", json.dumps(record["batch1"]), flush=True)
+    if "batch1_cublas" in args.parts and "skinny_matmuls" in EngineConfig.__dataclass_fields__:
         record["batch1_cublas"] = batch1("qwen3-0.6b", skinny_matmuls=False)
         print("batch-1, cuBLAS:", json.dumps(record["batch1_cublas"]), flush=True)
     Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
-    record["prefill"] = prefill("llama-3.2-1b")
-    print("prefill:", json.dumps(record["prefill"]), flush=True)
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    if "prefill" in args.parts:
+        record["prefill"] = prefill("llama-3.2-1b")
+        print("prefill:", json.dumps(record["prefill"]), flush=True)
+        Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":
