@@ -110,8 +110,9 @@ class CudaGraphRunner:
 
     def _views(self, buffer) -> dict:
         """Each field's view of a (device or pinned host) buffer laid out as ``static``."""
-        return {name: buffer[self.offsets[name] : self.offsets[name] + int(np.prod(self.shapes[name])) * dtype.itemsize]
-                .view(dtype).view(self.shapes[name]) for name, dtype in FIELDS}
+        sizes = {name: int(np.prod(self.shapes[name])) * dtype.itemsize for name, dtype in FIELDS}
+        return {name: buffer[self.offsets[name] : self.offsets[name] + sizes[name]].view(dtype).view(self.shapes[name])
+                for name, dtype in FIELDS}
 
     def _metadata(self, size: int) -> AttentionMetadata:
         """Views of the static buffers for a graph of ``size`` rows. The context bound is max_model_len:
