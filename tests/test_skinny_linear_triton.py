@@ -79,7 +79,8 @@ def test_block_config_keeps_the_gpu_busy():
         for n, k in ((1024, 2048), (4096, 1024), (3072, 1024), (2048, 8192)):
             block_n, block_k, warps = block_config(rows, n, k)
             assert n // block_n >= 128, f"{n} outputs in blocks of {block_n}: too few programs for 132 SMs"
-            assert rows * block_n * block_k <= 8192, "the product tile would spill registers"
+            # (one row: 4 rows of W of up to 4,096 columns were the fastest tile in h200_skinny_sweep.json)
+            assert rows * block_n * block_k <= 16384, "the product tile would spill registers"
 
 
 @settings(max_examples=10, deadline=None)
