@@ -6,7 +6,8 @@
   fused prologue       qk_prologue_triton.py   q/k norms + rotary + KV write as one kernel per layer (CUDA)
   skinny matmuls       skinny_linear_triton.py batch-1 decode linears, gate/up fused with SiLU (CUDA, one rank)
   Triton sampler       sampler_triton.py       the Gumbel-max draw, on each rank's vocabulary shard (CUDA)
-  CUDA graphs          cuda_graphs.py          decode steps replayed from recorded graphs (CUDA)
+  CUDA graphs          cuda_graphs.py          decode steps replayed from recorded graphs, the draw too (CUDA)
+  dependent launch     pdl.py                  a decode kernel starts while the one before finishes (Hopper)
 The attention kernels are backends of their own (nanoinfer/attention/). Each fast path replaces a reference
 op only where the model runs the reference: a learner's exercise code always runs as written. Each is tested
 against the reference it replaces. The report says what was replaced and why: ``LLM.fast_paths()``.
