@@ -90,9 +90,9 @@ class CudaGraphRunner:
         n, width = self.max_batch_size, -(-max_model_len // block_size)
         self.shapes = {name: (n, width) if name == "block_tables" else (n,) for name, _ in FIELDS}
         self.offsets, end = {}, 0
-        for name, dtype in FIELDS:
+        for name, kind in FIELDS:
             self.offsets[name] = end
-            end += -(-int(np.prod(self.shapes[name])) * dtype.itemsize // 16) * 16
+            end += -(-int(np.prod(self.shapes[name])) * kind.itemsize // 16) * 16
         self.static = torch.zeros(end, dtype=torch.uint8, device=device)
         for name, value in self._views(self.static).items():
             setattr(self, name, value.fill_(PADDING.get(name, 0)))
