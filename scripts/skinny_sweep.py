@@ -87,10 +87,6 @@ def main() -> None:
         attention.TOKENS_PER_SPLIT = tokens
         rows[f"decode attention: {tokens} tokens per split"] = measure()
     attention.TOKENS_PER_SPLIT = default_split
-    attention.MERGE_SPLITS = not attention.MERGE_SPLITS
-    merged_by = "the last split" if attention.MERGE_SPLITS else "a reduce kernel"
-    rows[f"decode attention: splits merged by {merged_by}"] = measure()
-    attention.MERGE_SPLITS = not attention.MERGE_SPLITS
     pdl.ENABLED = False
     rows["without programmatic dependent launch"] = measure()
     pdl.ENABLED = True

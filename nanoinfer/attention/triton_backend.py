@@ -36,11 +36,9 @@ LOG2E = 1.4426950408889634
 NO_SCORE = tl.constexpr(-1.0e30)  # a constexpr: the only kind of global a kernel may read
 MAX_DECODE_SPLITS = 16
 # Shorter splits cost more in the merge than they gain in parallelism. At 64, qwen3-0.6b's batch-1 graph (16 splits
-# of a 1,024-token bound, 640 tokens of context) replayed in 0.85 ms on an H200 against 0.93 at 256 (4 splits) and
-# 0.88 at 128 (h200_skinny_sweep.json). Large batches are not split either way (TARGET_DECODE_PROGRAMS).
+# of a 1,024-token bound, 640 tokens of context) replayed in 0.66 ms on an H200 against 0.75 at 256 (4 splits) and
+# 0.70 at 128 (h200_skinny_sweep.json). Large batches are not split either way (TARGET_DECODE_PROGRAMS).
 TOKENS_PER_SPLIT = 64
-# The splits merged by the last of them to finish, not by a reduce kernel after (scripts/skinny_sweep.py measures both)
-MERGE_SPLITS = False
 TARGET_DECODE_PROGRAMS = 512  # about four programs per streaming multiprocessor on an H100 (132 SMs)
 
 
@@ -74,11 +72,11 @@ def _online_softmax_step(q, k, v, allowed, m, l, acc, scale_log2, PRECISION: tl.
 # The block-table width changes from step to step; without do_not_specialize Triton would compile a new
 # variant whenever its divisibility by 16 changes, in the middle of a run.
 @triton.jit(do_not_specialize=["stride_table"])
-def _decode_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, part_acc_ptr, part_ml_ptr, counts_ptr, tables_ptr,
-                   seq_lens_ptr, scale_log2, stride_qt, stride_qh, stride_ot, stride_oh, stride_cb, stride_cs,
-                   stride_ch, stride_table, num_heads, group, head_dim, NUM_SPLITS: tl.constexpr,
-                   BLOCK_SIZE: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                   PRECISION: tl.constexpr, MERGE: tl.constexpr, BLOCK_S: tl.constexpr, USE_PDL: tl.constexpr):
+def _decode_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, part_acc_ptr, part_ml_ptr, tables_ptr, seq_lens_ptr,
+                   scale_log2, stride_qt, stride_qh, stride_ot, stride_oh, stride_cb, stride_cs, stride_ch,
+                   stride_table, num_heads, group, head_dim, NUM_SPLITS: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+                   BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+                   USE_PDL: tl.constexpr):
     if USE_PDL:  # launched while the kernel before finishes: wait for its writes (fast/pdl.py)
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
@@ -124,34 +122,6 @@ def _decode_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, part_acc_ptr, part_
         tl.store(part_acc_ptr + row[:, None] * head_dim + d[None, :], acc, mask=g_mask[:, None] & d_mask[None, :])
         tl.store(part_ml_ptr + 2 * row, m, mask=g_mask)
         tl.store(part_ml_ptr + 2 * row + 1, l, mask=g_mask)
-        if MERGE:  # the last split of this (sequence, KV head) to finish merges them all: no reduce kernel
-            tl.debug_barrier()  # (every thread's partial stored before the count says so)
-            count = counts_ptr + seq * tl.num_programs(1) + kv_head
-            if tl.atomic_add(count, 1, sem="acq_rel") == NUM_SPLITS - 1:
-                tl.store(count, 0)  # ready for the next layer
-                for h in range(kv_head * group, kv_head * group + group):
-                    _merge_splits(out_ptr, part_acc_ptr, part_ml_ptr, seq, h, stride_ot, stride_oh, num_heads,
-                                  head_dim, NUM_SPLITS, BLOCK_S, BLOCK_D, ".cg")
-
-
-@triton.jit
-def _merge_splits(out_ptr, part_acc_ptr, part_ml_ptr, seq, head, stride_ot, stride_oh, num_heads, head_dim,
-                  NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, CACHE: tl.constexpr):
-    """One head's output from its splits' partial states (CACHE ".cg": read past the L1 cache, which may hold an
-    earlier layer's partials at these addresses)."""
-    s = tl.arange(0, BLOCK_S)
-    d = tl.arange(0, BLOCK_D)
-    s_mask = s < NUM_SPLITS
-    row = (seq * num_heads + head) * NUM_SPLITS + s
-    m = tl.load(part_ml_ptr + 2 * row, mask=s_mask, other=NO_SCORE, cache_modifier=CACHE)
-    l = tl.load(part_ml_ptr + 2 * row + 1, mask=s_mask, other=0.0, cache_modifier=CACHE)
-    acc = tl.load(part_acc_ptr + row[:, None] * head_dim + d[None, :],
-                  mask=s_mask[:, None] & (d < head_dim)[None, :], other=0.0, cache_modifier=CACHE)
-    # Each split summed exp2(score - its own max): bring all of them to the common max, then add up.
-    rescale = tl.exp2(m - tl.max(m, axis=0))
-    total = tl.sum(l * rescale, axis=0)
-    out = tl.sum(acc * rescale[:, None], axis=0) / tl.where(total > 0, total, 1.0)
-    tl.store(out_ptr + seq * stride_ot + head * stride_oh + d, out.to(out_ptr.dtype.element_ty), mask=d < head_dim)
 
 
 @triton.jit
@@ -161,8 +131,21 @@ def _decode_reduce_kernel(out_ptr, part_acc_ptr, part_ml_ptr, stride_ot, stride_
     if USE_PDL:
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
-    _merge_splits(out_ptr, part_acc_ptr, part_ml_ptr, tl.program_id(0), tl.program_id(1), stride_ot, stride_oh,
-                  num_heads, head_dim, NUM_SPLITS, BLOCK_S, BLOCK_D, "")
+    seq = tl.program_id(0)
+    head = tl.program_id(1)
+    s = tl.arange(0, BLOCK_S)
+    d = tl.arange(0, BLOCK_D)
+    s_mask = s < NUM_SPLITS
+    row = (seq * num_heads + head) * NUM_SPLITS + s
+    m = tl.load(part_ml_ptr + 2 * row, mask=s_mask, other=NO_SCORE)
+    l = tl.load(part_ml_ptr + 2 * row + 1, mask=s_mask, other=0.0)
+    acc = tl.load(part_acc_ptr + row[:, None] * head_dim + d[None, :],
+                  mask=s_mask[:, None] & (d < head_dim)[None, :], other=0.0)
+    # Each split summed exp2(score - its own max): bring all of them to the common max, then add up.
+    rescale = tl.exp2(m - tl.max(m, axis=0))
+    total = tl.sum(l * rescale, axis=0)
+    out = tl.sum(acc * rescale[:, None], axis=0) / tl.where(total > 0, total, 1.0)
+    tl.store(out_ptr + seq * stride_ot + head * stride_oh + d, out.to(out_ptr.dtype.element_ty), mask=d < head_dim)
 
 
 @triton.jit(do_not_specialize=["stride_table"])
@@ -292,28 +275,23 @@ class TritonAttentionBackend(AttentionBackend):
         kv_heads = k_cache.shape[2]
         group = num_heads // kv_heads
         splits = self.decode_splits or decode_splits_for(meta.max_seq_len, num_seqs, kv_heads)
-        # One scratch buffer per step for the splits' partial states, shared by every layer, and (MERGE_SPLITS) a
-        # count per (sequence, KV head) of the splits done, which the last one resets.
+        # One scratch buffer per step for the splits' partial states, shared by every layer.
         key = ("triton_decode_partials", num_seqs, num_heads, splits, head_dim)
         if key not in meta.scratch:
             rows = num_seqs * num_heads * splits
             meta.scratch[key] = (torch.empty(rows * head_dim, dtype=torch.float32, device=q.device),
                                  torch.empty(rows * 2, dtype=torch.float32, device=q.device))
         part_acc, part_ml = meta.scratch[key]
-        pdl, merge, counts = launch_options(q.device), MERGE_SPLITS and splits > 1, part_ml  # (counts: unread)
-        if merge:
-            if (count_key := ("triton_decode_counts", num_seqs, kv_heads)) not in meta.scratch:
-                meta.scratch[count_key] = (torch.zeros(num_seqs * kv_heads, dtype=torch.int32, device=q.device),)
-            counts = meta.scratch[count_key][0]
         block_d = max(16, triton.next_power_of_2(head_dim))
+        pdl = launch_options(q.device)
         _decode_kernel[(num_seqs, kv_heads, splits)](
-            q, k_cache, v_cache, out, part_acc, part_ml, counts, meta.block_tables, meta.seq_lens, scale * LOG2E,
+            q, k_cache, v_cache, out, part_acc, part_ml, meta.block_tables, meta.seq_lens, scale * LOG2E,
             q.stride(0), q.stride(1), out.stride(0), out.stride(1), *k_cache.stride()[:3],
             meta.block_tables.stride(0), num_heads, group, head_dim,
             NUM_SPLITS=splits, BLOCK_SIZE=k_cache.shape[1], BLOCK_G=max(16, triton.next_power_of_2(group)),
-            BLOCK_N=_tiles(q.dtype)[1], BLOCK_D=block_d, PRECISION=_precision(q.dtype), MERGE=merge,
-            BLOCK_S=triton.next_power_of_2(splits), USE_PDL=bool(pdl), num_warps=4, num_stages=2, **pdl)
-        if splits > 1 and not merge:
+            BLOCK_N=_tiles(q.dtype)[1], BLOCK_D=block_d, PRECISION=_precision(q.dtype), USE_PDL=bool(pdl), num_warps=4,
+            num_stages=2, **pdl)
+        if splits > 1:
             _decode_reduce_kernel[(num_seqs, num_heads)](
                 out, part_acc, part_ml, out.stride(0), out.stride(1), num_heads, head_dim,
                 NUM_SPLITS=splits, BLOCK_S=triton.next_power_of_2(splits), BLOCK_D=block_d, USE_PDL=bool(pdl),

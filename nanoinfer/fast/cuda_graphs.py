@@ -8,8 +8,8 @@ the nearest captured size (``pick_cuda_graph``), padding rows writing to slot -1
 With one rank and the Triton sampler, each size also gets a sampling graph (the LM head and the seeded draw), and a
 decode step that samples every row runs whole from here (``sample_step``): its host arrays, sampling plan included,
 reach the static buffers in one copy, the tokens still pending on the device are taken inside the graph, and two
-replays follow. The host's share of a batch-1 step is then a few calls instead of ~30 (issue 23's record
-h200_latency.json has the before and after).
+replays follow. A batch-1 step then spends 0.13 ms on the host launching its work instead of 0.58
+(h200_latency_batch1.json).
 """
 
 from __future__ import annotations

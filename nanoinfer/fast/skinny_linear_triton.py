@@ -11,8 +11,11 @@ row j and writes silu(gate) * up, so the [M, 2N] product never goes to memory.
 
 ``norm=`` computes an RMSNorm (with the residual add before it) inside the matmul that follows it: each program
 normalises the few rows of x itself, from the L2 cache, and program 0 writes the next residual. ``decode_layer``
-runs a whole decoder layer that way at batch 1: the two norms cost no kernel of their own (0.85 against 0.92 ms
+runs a whole decoder layer that way at batch 1: the two norms cost no kernel of their own (0.66 against 0.76 ms
 per batch-1 graph replay, h200_skinny_sweep.json).
+
+With programmatic dependent launch (``pdl.py``) a program requests its first chunk of W before it waits for the
+kernel before to finish: the weights stream while that kernel's last programs run (0.66 against 0.86 ms).
 
 Tested against a float32 torch reference (tests/test_skinny_linear_triton.py); applied by ``nanoinfer/fast``.
 """
@@ -26,7 +29,7 @@ import triton.language as tl
 
 from nanoinfer.fast.pdl import launch_options
 
-# One row: a batch-1 decode step (an H200 replays qwen3-0.6b's batch-1 graph in 0.85 ms instead of 1.18 with cuBLAS,
+# One row: a batch-1 decode step (an H200 replays qwen3-0.6b's batch-1 graph in 0.66 ms instead of 1.20 with cuBLAS,
 # h200_skinny_sweep.json). At 8 rows an earlier version of this kernel took 5.4 ms against cuBLAS's 1.3: more rows go
 # to cuBLAS until a kernel that shares each weight tile between the rows beats it.
 MAX_ROWS = 1
@@ -117,10 +120,10 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, r_ptr, r_out_ptr, norm_w_ptr, e
 
 
 def block_config(M: int, N: int, K: int) -> tuple[int, int, int]:
-    """(BLOCK_N, BLOCK_K, num_warps). For one row: each program loads 2 whole rows of W at once (K up to 4,096),
-    so that every load is in flight together and N / 2 programs (512 and more here) keep the card streaming.
-    On an H200, qwen3-0.6b's batch-1 graph replayed in 0.85 ms this way, against 0.87-1.08 with 7 other
-    configurations and 1.18 with cuBLAS (scripts/skinny_sweep.py, record h200_skinny_sweep.json). More rows:
+    """(BLOCK_N, BLOCK_K, num_warps). For one row: each program loads 4 whole rows of W at once (K up to 4,096),
+    so that every load is in flight together and N / 4 programs (256 and more here) keep the card streaming.
+    On an H200, qwen3-0.6b's batch-1 graph replayed in 0.66 ms this way, against 0.69-0.81 with 9 other
+    configurations (0.75 with 2 rows) and 1.20 with cuBLAS (scripts/skinny_sweep.py, h200_skinny_sweep.json). More rows:
     shorter chunks, so that the [M, BLOCK_N, BLOCK_K] product stays within the registers."""
     if M == 1:
         return 4, min(triton.next_power_of_2(K), 4096), 4
@@ -153,7 +156,8 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         x2, weight, bias if bias is not None else weight, out, r2, r_out, norm.weight if norm else weight,
         norm.eps if norm else 0.0, M, N, K, x2.stride(0), r2.stride(0), out.stride(0), GATED=gated,
         HAS_BIAS=bias is not None, NORM=norm is not None, HAS_RESIDUAL=residual is not None,
-        BLOCK_M=triton.next_power_of_2(M), BLOCK_N=block_n, BLOCK_K=block_k, USE_PDL=bool(pdl), num_warps=num_warps, **pdl)
+        BLOCK_M=triton.next_power_of_2(M), BLOCK_N=block_n, BLOCK_K=block_k, USE_PDL=bool(pdl),
+        num_warps=num_warps, **pdl)
     out = out.reshape(*x.shape[:-1], N)
     if norm is None:
         return out
