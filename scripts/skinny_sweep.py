@@ -80,7 +80,8 @@ def main() -> None:
     rows = {"default": measure()}
     default_config, default_split = skinny.block_config, attention.TOKENS_PER_SPLIT
     for name, config in CONFIGS.items():
-        skinny.block_config = lambda M, N, K, config=config: config(K) if M == 1 else default_config(M, N, K)
+        skinny.block_config = lambda M, N, K, gated=False, config=config: (config(K) if M == 1 else
+                                                                           default_config(M, N, K, gated))
         rows[f"config: {name}"] = measure()
     skinny.block_config = default_config
     for tokens in (256, 128, 64):

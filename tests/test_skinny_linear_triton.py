@@ -74,13 +74,15 @@ def test_leading_dimensions_and_strided_rows():
     assert relative_error(skinny_linear(wide[:, :50], w, b), F.linear(x, w, b)) < 1e-5
 
 
-def test_block_config_keeps_the_gpu_busy():
+@pytest.mark.parametrize("gated", [False, True])
+def test_block_config_keeps_the_gpu_busy(gated):
     for rows in range(1, 9):
-        for n, k in ((1024, 2048), (4096, 1024), (3072, 1024), (2048, 8192)):
-            block_n, block_k, warps = block_config(rows, n, k)
+        for n, k in ((1024, 2048), (4096, 1024), (3072, 1024), (2048, 8192), (14336, 4096)):
+            block_n, block_k, warps = block_config(rows, n, k, gated)
             assert n // block_n >= 128, f"{n} outputs in blocks of {block_n}: too few programs for 132 SMs"
             # (one row: 4 rows of W of up to 4,096 columns were the fastest tile in h200_skinny_sweep.json)
-            assert rows * block_n * block_k <= 16384, "the product tile would spill registers"
+            tile = rows * block_n * block_k * (2 if gated else 1)
+            assert tile <= 16384, f"a tile of {tile} products would spill registers"
 
 
 @settings(max_examples=10, deadline=None)

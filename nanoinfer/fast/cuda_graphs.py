@@ -23,12 +23,14 @@ import triton
 import triton.language as tl
 
 from nanoinfer.attention.base import AttentionMetadata
+from nanoinfer.fast.host import ALIGN
 from nanoinfer.fast.pdl import launch_options
 from nanoinfer.parallel.comm import comm_stats
 from nanoinfer.workbook.registry import learner_code
 
-# The graphs' static inputs, one device buffer (so that a step's inputs arrive in one copy), the block tables last
-# (only the rows a step uses are copied). Each field starts 16-byte aligned, as Triton specializes on it.
+# The graphs' static inputs, one device buffer, so that a sampled step's inputs arrive in one copy: every row of each
+# field (padding included), then the block tables, whose rows past the graph's size are left out of the copy. Each
+# field starts 16-byte aligned, as Triton specializes on it (fast/host.py's ALIGN).
 FIELDS = (("input_ids", torch.int64), ("positions", torch.int64), ("slot_mapping", torch.int64),
           ("pending_row", torch.int64), ("seeds", torch.int64), ("temperatures", torch.float32),
           ("seq_lens", torch.int32), ("block_tables", torch.int32))
@@ -92,13 +94,15 @@ class CudaGraphRunner:
         self.offsets, end = {}, 0
         for name, kind in FIELDS:
             self.offsets[name] = end
-            end += -(-int(np.prod(self.shapes[name])) * kind.itemsize // 16) * 16
+            end += -(-int(np.prod(self.shapes[name])) * kind.itemsize // ALIGN) * ALIGN
         self.static = torch.zeros(end, dtype=torch.uint8, device=device)
         for name, value in self._views(self.static).items():
             setattr(self, name, value.fill_(PADDING.get(name, 0)))
         self.query_start_loc = torch.arange(n + 1, dtype=torch.int32, device=device)
         self.outputs = torch.zeros(n, hidden_size, dtype=dtype, device=device)
-        self.tokens = torch.zeros(max(n, max_sampled_rows), dtype=torch.int64, device=device)  # the last draw
+        # The tokens of the step before, where a graph's step takes its pending tokens: a sampled step's draw,
+        # or an eager step's tokens copied in (sample_step)
+        self.tokens = torch.zeros(max(n, max_sampled_rows), dtype=torch.int64, device=device)
         self.pinned, self.copied = [], []  # a sampled step's host copies (two, alternating) and their events
         self.host_views: list[dict[str, np.ndarray]] = []  # the fields of each, as NumPy arrays
         self.pending_set = False  # whether pending_row holds a sampled step's rows
@@ -155,7 +159,8 @@ class CudaGraphRunner:
                 with torch.cuda.graph(self.sample_graphs[size], pool):
                     self._draw(size)
         if self.sample is not None:
-            self.pinned = [torch.empty(self.static.numel(), dtype=torch.uint8, pin_memory=True) for _ in range(2)]
+            # (zeros: the block-table entries a step does not write still name a valid block, as on the run() path)
+            self.pinned = [torch.zeros(self.static.numel(), dtype=torch.uint8, pin_memory=True) for _ in range(2)]
             self.copied = [torch.cuda.Event() for _ in self.pinned]
             self.host_views = [{name: v.numpy() for name, v in self._views(b).items()} for b in self.pinned]
         torch.cuda.synchronize()
@@ -187,8 +192,8 @@ class CudaGraphRunner:
 
     def sample_step(self, inputs, previous_tokens: torch.Tensor | None) -> torch.Tensor:
         """Run a decode step whole (``samples``): its host arrays into the static buffers in one copy, the forward
-        graph (which takes the pending tokens from ``previous_tokens``), then the sampling graph. Returns the
-        tokens, a view of ``self.tokens`` that the next step's graph reads its pending tokens from."""
+        graph (which first takes the pending tokens from ``self.tokens``, where ``previous_tokens`` already are or
+        are copied), then the sampling graph. Returns the tokens, a view of ``self.tokens``."""
         batch, draw = len(inputs.input_ids), inputs.draw
         size, padding = self.pick(batch, self.sizes)
         self.coverage.decode_steps += 1
@@ -204,7 +209,7 @@ class CudaGraphRunner:
         host["pending_row"][inputs.pending_index] = inputs.pending_row
         tables = inputs.block_tables
         host["block_tables"][:batch, : tables.shape[1]] = tables
-        end = self.offsets["block_tables"] + size * self.block_tables.stride(0) * 4
+        end = self.offsets["block_tables"] + size * self.block_tables.stride(0) * self.block_tables.element_size()
         self.static[:end].copy_(self.pinned[i][:end], non_blocking=True)
         self.copied[i].record()
         if inputs.pending_index and previous_tokens.data_ptr() != self.tokens.data_ptr():  # (samples(): given)
@@ -230,7 +235,7 @@ class CudaGraphRunner:
         self.slot_mapping[:batch] = meta.slot_mapping
         self.seq_lens[:batch] = meta.seq_lens
         if self.rows_written > batch:  # rows of an earlier, larger batch become padding again
-            self.slot_mapping[batch : self.rows_written] = -1
+            self.slot_mapping[batch : self.rows_written] = PADDING["slot_mapping"]
             self.seq_lens[batch : self.rows_written] = 0
         self.rows_written = batch
         self.block_tables[:batch, : meta.block_tables.shape[1]] = meta.block_tables

@@ -22,9 +22,9 @@ ENABLED = True  # scripts/skinny_sweep.py turns it off to measure what it gains
 
 
 def launch_options(device: torch.device) -> dict:
-    """Keyword arguments for a Triton launch on ``device``: ``launch_pdl`` where the card has PDL (compute
-    capability 9.0 or more), else none. A kernel's ``USE_PDL`` constexpr is ``bool(launch_options(...))``."""
-    if not ENABLED or device.type != "cuda" or not _has_pdl(
+    """Keyword arguments for a Triton launch on ``device``: ``launch_pdl`` where the card has PDL (an NVIDIA card of
+    compute capability 9.0 or more), else none. A kernel's ``USE_PDL`` constexpr is ``bool(launch_options(...))``."""
+    if not ENABLED or device.type != "cuda" or torch.version.hip or not _has_pdl(
             device.index if device.index is not None else torch.cuda.current_device()):
         return {}
     return {"launch_pdl": True}

@@ -119,14 +119,15 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, r_ptr, r_out_ptr, norm_w_ptr, e
     tl.store(out_ptr + m[:, None] * stride_out + n[None, :], acc.to(dtype), mask=m_mask[:, None] & n_mask[None, :])
 
 
-def block_config(M: int, N: int, K: int) -> tuple[int, int, int]:
+def block_config(M: int, N: int, K: int, gated: bool = False) -> tuple[int, int, int]:
     """(BLOCK_N, BLOCK_K, num_warps). For one row: each program loads 4 whole rows of W at once (K up to 4,096),
     so that every load is in flight together and N / 4 programs (256 and more here) keep the card streaming.
     On an H200, qwen3-0.6b's batch-1 graph replayed in 0.66 ms this way, against 0.69-0.81 with 9 other
     configurations (0.75 with 2 rows) and 1.20 with cuBLAS (scripts/skinny_sweep.py, h200_skinny_sweep.json). More rows:
     shorter chunks, so that the [M, BLOCK_N, BLOCK_K] product stays within the registers."""
-    if M == 1:
-        return 4, min(triton.next_power_of_2(K), 4096), 4
+    if M == 1:  # (fewer rows where the tile, the up rows included, would pass 16,384 weights: registers spill)
+        block_k = min(triton.next_power_of_2(K), 4096)
+        return max(1, min(4, 16384 // (block_k * (2 if gated else 1)))), block_k, 4
     return 4, 512 if M <= 2 else 256 if M <= 4 else 128, 4
 
 
@@ -150,7 +151,7 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     out = torch.empty(M, N, dtype=x.dtype, device=x.device)
     r2 = residual.reshape(-1, K) if residual is not None else x2
     r_out = torch.empty_like(x2) if residual is not None and norm is not None else x2  # (the next residual)
-    block_n, block_k, num_warps = config or block_config(M, N, K)
+    block_n, block_k, num_warps = config or block_config(M, N, K, gated)
     pdl = launch_options(x.device)
     _skinny_kernel[(triton.cdiv(N, block_n),)](
         x2, weight, bias if bias is not None else weight, out, r2, r_out, norm.weight if norm else weight,
