@@ -1,7 +1,8 @@
 """The batch-1 decode graph of one model shape (default qwen3-0.6b, random weights) replayed on a GPU under
 variants of the skinny-matmul path, each captured afresh in the same engine: the kernels' block configurations,
-the decode attention's tokens per split, programmatic dependent launch or not, the norms inside the matmuls or
-not, and cuBLAS. Replay time by CUDA
+the decode attention's tokens per split, programmatic dependent launch or not, the whole step (the forward graph
+and the sampling graph, with the LM head through cuBLAS or the skinny kernel), the norms inside the matmuls or not,
+and cuBLAS. Replay time by CUDA
 events (5 x 50 replays, the median), one sequence of 640 tokens. Writes a record with card, date, command, commit.
 
     python scripts/skinny_sweep.py --out notebooks/reference_results/h200_skinny_sweep.json
@@ -14,6 +15,7 @@ import json
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -25,6 +27,7 @@ import nanoinfer.fast.pdl as pdl
 import nanoinfer.fast.skinny_linear_triton as skinny
 from nanoinfer import LLM
 from nanoinfer.fast.cuda_graphs import CudaGraphRunner
+from nanoinfer.fast.sampler_triton import draw_tokens
 from nanoinfer.layers.linear import LinearBase
 from nanoinfer.models.llama import LlamaDecoderLayer, LlamaMLP
 
@@ -44,23 +47,28 @@ CONFIGS = {  # (BLOCK_N, BLOCK_K, num_warps) as a function of K, for one row
 }
 
 
-def replay_ms(runner, context: int, max_model_len: int) -> tuple[float, list[float]]:
+def replay_ms(runner, context: int, max_model_len: int, whole_step: bool = False) -> tuple[float, list[float]]:
+    """The batch-1 forward graph's replay time; ``whole_step``: followed by the sampling graph (the LM head and the
+    draw), as ``CudaGraphRunner.sample_step`` replays them."""
+    sample = partial(draw_tokens, runner.model.lm_head) if whole_step else None
     graphs = CudaGraphRunner(runner.model, runner.backend, runner.attention_layers[0].num_kv_heads,
                              runner.hf_config.hidden_size, 1, max_model_len, runner.block_size, runner.device,
-                             runner.dtype)
+                             runner.dtype, sample, 1)
     graphs.capture()
     blocks = -(-context // runner.block_size)  # distinct blocks, read from memory as a real context is
     graphs.seq_lens[:1], graphs.slot_mapping[:1] = context, context - 1
     graphs.block_tables[0, :blocks] = torch.arange(blocks, dtype=torch.int32, device=runner.device)
-    graph, runs = graphs.graphs[1], []
+    replays, runs = [graphs.graphs[1], *graphs.sample_graphs.values()], []
     for _ in range(10):
-        graph.replay()
+        for graph in replays:
+            graph.replay()
     for _ in range(5):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda.synchronize()
         start.record()
         for _ in range(50):
-            graph.replay()
+            for graph in replays:
+                graph.replay()
         end.record()
         torch.cuda.synchronize()
         runs.append(start.elapsed_time(end) / 50)
@@ -91,6 +99,14 @@ def main() -> None:
     pdl.ENABLED = False
     rows["without programmatic dependent launch"] = measure()
     pdl.ENABLED = True
+    # The whole step: the forward graph, then the LM head and the draw (cuBLAS's LM head, then the skinny kernel's)
+    rows["whole step: forward, then LM head and draw"] = replay_ms(runner, args.context, args.max_model_len, True)
+    lm_head = runner.model.lm_head
+    if lm_head.op is F.linear and skinny.supported(lm_head.weight):
+        lm_head.op = skinny.linear
+        rows["whole step, the LM head through the skinny kernel"] = replay_ms(runner, args.context,
+                                                                              args.max_model_len, True)
+        lm_head.op = F.linear
     layers = [m for m in runner.model.modules() if isinstance(m, LlamaDecoderLayer) and m.fused_decode_rows]
     for layer in layers:
         layer.fused_decode_rows = 0
