@@ -1,6 +1,7 @@
 """The host's per-step work, against plain per-token references: the prefix cache's batched block hashes and its
 collision check, a step's flattened inputs (``ModelRunner.host_inputs``), and their trip to the device through
-one packed buffer (``device_inputs``; the pinned ring itself on a GPU)."""
+one packed buffer (``device_inputs``; the pinned ring itself on a GPU) or, for a decode step sampled in CUDA graphs,
+into the graphs' static buffers (``CudaGraphRunner.sample_step``, with stand-in graphs)."""
 
 from __future__ import annotations
 
@@ -231,3 +232,82 @@ def test_pinned_staging_ring_on_the_gpu():
     for name in ("slot_mapping", "query_start_loc", "seq_lens", "block_tables"):
         a, b = getattr(on_cpu[2], name), getattr(on_gpu[2], name)
         assert a.dtype == b.dtype and torch.equal(a, b.cpu()), name
+
+
+class _DoneEvent:  # (on a CPU a copy is done when it returns)
+    def synchronize(self):
+        pass
+
+    def record(self, *args):
+        pass
+
+
+def graph_runner_on_the_cpu(max_batch_size: int, max_model_len: int, block_size: int):
+    """A CudaGraphRunner whose recorded graphs are stand-ins for what the real ones do first and last: the forward
+    graph takes the pending tokens from ``tokens`` (as _take_pending_kernel), the draw writes input id * 1000 +
+    position into ``tokens``."""
+    from nanoinfer.fast.cuda_graphs import CudaGraphRunner
+
+    g = CudaGraphRunner(None, None, 1, 4, max_batch_size, max_model_len, block_size, torch.device("cpu"),
+                        torch.float32, sample=lambda *args: None, max_sampled_rows=16)
+    g.pinned = [torch.zeros(g.static.numel(), dtype=torch.uint8) for _ in range(2)]  # (capture() pins them)
+    g.copied = [_DoneEvent(), _DoneEvent()]
+    g.host_views = [{name: v.numpy() for name, v in g._views(b).items()} for b in g.pinned]
+
+    class Forward:
+        def replay(self):
+            rows = g.pending_row >= 0
+            g.input_ids[rows] = g.tokens[g.pending_row[rows]]
+
+    class Draw:
+        def __init__(self, size):
+            self.size = size
+
+        def replay(self):
+            g.tokens[: self.size] = g.input_ids[: self.size] * 1000 + g.positions[: self.size]
+
+    for size in g.sizes:
+        g.graphs[size], g.sample_graphs[size] = Forward(), Draw(size)
+    return g
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=batches(), seed=st.integers(0, 2**16))
+def test_a_sampled_graph_step_lands_where_its_graphs_read(case, seed):
+    """``CudaGraphRunner.sample_step`` with stand-in graphs: a decode step's arrays and sampling plan reach the static
+    buffers (rows past the batch as padding), the pending tokens come from the step before (copied in when that step
+    sampled outside the graphs, read in place when it sampled here), and the tokens come back as a view of the graphs'
+    buffer. Steps without a sampler plan, and prefill steps, are not taken."""
+    from nanoinfer.fast.sampler_triton import SeededDraw
+
+    batch, pending_rows, block_size = case
+    g = graph_runner_on_the_cpu(8, 128, block_size)
+    inputs = runner(block_size).host_inputs(batch, pending_rows)
+    rng, rows = np.random.default_rng(seed), len(batch.seqs)
+    previous = torch.from_numpy(rng.integers(0, 50_000, 11))  # (the strategy's pending rows go up to 10)
+    assert not g.samples(inputs, previous)  # no plan
+    inputs.draw = SeededDraw(rng.random(rows).tolist(), rng.integers(0, 2**62, rows).tolist(), [-1] * rows,
+                             [1.0] * rows)
+    if batch.phase != "decode":
+        assert not g.samples(inputs, previous)
+        return
+    assert g.samples(inputs, previous)
+    tokens = g.sample_step(inputs, previous)
+    want_ids = torch.from_numpy(inputs.input_ids.copy())
+    want_ids[inputs.pending_index] = previous[inputs.pending_row]
+    assert torch.equal(g.input_ids[:rows], want_ids)
+    for name, want in (("positions", inputs.positions), ("slot_mapping", inputs.slots), ("seq_lens", inputs.seq_lens),
+                       ("temperatures", inputs.draw.temperatures), ("seeds", inputs.draw.seeds)):
+        assert torch.equal(getattr(g, name)[:rows], torch.tensor(want, dtype=getattr(g, name).dtype)), name
+    width = inputs.block_tables.shape[1]
+    assert torch.equal(g.block_tables[:rows, :width], torch.from_numpy(inputs.block_tables))
+    assert (g.slot_mapping[rows:] == -1).all() and (g.seq_lens[rows:] == 0).all() and (g.pending_row[rows:] == -1).all()
+    assert tokens.data_ptr() == g.tokens.data_ptr()
+    assert torch.equal(tokens, want_ids * 1000 + g.positions[:rows])
+
+    # The next step: every row's token pending, in reverse order, read in place from the draw above.
+    inputs.pending_index, inputs.pending_row = list(range(rows)), list(range(rows))[::-1]
+    want_ids = tokens.flip(0).clone()
+    assert g.samples(inputs, tokens)
+    g.sample_step(inputs, tokens)
+    assert torch.equal(g.input_ids[:rows], want_ids) and g.coverage.sampled_steps == 2
