@@ -31,10 +31,36 @@ CHUNK = 2048  # vocabulary entries per program
 
 
 @triton.jit
-def _seeded_exponential(seed, cols):
-    """Exp(1) noise for the vocabulary columns ``cols`` of a row with this seed: E = -log(U), U from Philox.
-    The one definition that the sampling kernel and the written-out noise share (U = 0: E = inf, never picked)."""
-    return -tl.log(tl.rand(seed, cols))
+def _seeded_exponential4(seed, quads):
+    """Exp(1) noise for vocabulary columns 4q, 4q + 1, 4q + 2 and 4q + 3 of every q in ``quads``, for a row with
+    this seed: E = -log(U), the four U of one Philox call at counter q (a call makes four numbers: one per column
+    would throw three away). The one definition that the sampling kernel and the written-out noise share
+    (U = 0: E = inf, never picked)."""
+    u0, u1, u2, u3 = tl.rand4x(seed, quads)
+    return -tl.log(u0), -tl.log(u1), -tl.log(u2), -tl.log(u3)
+
+
+@triton.jit
+def _lane_logits(logits_ptr, quads, lane: tl.constexpr, first_col, vocab):
+    """This rank's columns 4q + lane (whole-vocabulary numbering) as local columns, which of them it holds, and
+    their logits (float32, -inf where not held)."""
+    cols = 4 * quads + lane - first_col
+    held = (cols >= 0) & (cols < vocab)
+    return cols, held, tl.load(logits_ptr + cols, mask=held, other=float("-inf")).to(tl.float32)
+
+
+@triton.jit
+def _lane_scores(x, noise_ptr, cols, held, t, e, SEEDED: tl.constexpr):
+    """logits / T - log E for one lane: E from the seed's Philox numbers, or read from the written-out noise."""
+    if not SEEDED:
+        e = tl.load(noise_ptr + cols, mask=held, other=1.0)
+    return x / t - tl.log(e)
+
+
+@triton.jit
+def _lane_first(x, cols, held, best, vocab):
+    """The smallest local column of this lane whose score is ``best`` (vocab where none is)."""
+    return tl.min(tl.where((x == best) & held, cols, vocab), axis=0)
 
 
 @triton.jit
@@ -42,19 +68,29 @@ def _chunk_best_kernel(logits_ptr, noise_ptr, seed_ptr, temperature_ptr, best_pt
                        stride_logits, stride_noise, num_chunks, CHUNK: tl.constexpr, SEEDED: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)  # row * stride passes 2**31 for big batches of big vocabularies
     chunk = tl.program_id(1)
-    cols = chunk * CHUNK + tl.arange(0, CHUNK)
-    inside = cols < vocab
-    x = tl.load(logits_ptr + row * stride_logits + cols, mask=inside, other=float("-inf")).to(tl.float32)
+    # A chunk is CHUNK whole-vocabulary columns from a multiple of 4, taken as four lanes of strided columns:
+    # lane k holds columns 4q + k, whose noise is the k-th number of the Philox call at counter q.
+    quads = first_col // 4 + chunk * (CHUNK // 4) + tl.arange(0, CHUNK // 4)
+    logits_ptr += row * stride_logits
+    noise_ptr += row * stride_noise
+    c0, h0, x0 = _lane_logits(logits_ptr, quads, 0, first_col, vocab)
+    c1, h1, x1 = _lane_logits(logits_ptr, quads, 1, first_col, vocab)
+    c2, h2, x2 = _lane_logits(logits_ptr, quads, 2, first_col, vocab)
+    c3, h3, x3 = _lane_logits(logits_ptr, quads, 3, first_col, vocab)
     t = tl.load(temperature_ptr + row)
     if t > 0:  # temperature 0 is greedy: the plain argmax, no noise
+        e0, e1, e2, e3 = x0, x1, x2, x3  # (placeholders where the noise is read from memory)
         if SEEDED:  # E = -log(U), U drawn from the row's seed and the column's place in the whole vocabulary
-            e = _seeded_exponential(tl.load(seed_ptr + row), first_col + cols)
-        else:
-            e = tl.load(noise_ptr + row * stride_noise + cols, mask=inside, other=1.0)
-        x = x / t - tl.log(e)
-    best = tl.max(x, axis=0)
-    # Ties go to the first index, as torch.argmax does; masked columns never win (index = vocab).
-    index = tl.min(tl.where((x == best) & inside, cols, vocab), axis=0)
+            e0, e1, e2, e3 = _seeded_exponential4(tl.load(seed_ptr + row), quads)
+        x0 = _lane_scores(x0, noise_ptr, c0, h0, t, e0, SEEDED)
+        x1 = _lane_scores(x1, noise_ptr, c1, h1, t, e1, SEEDED)
+        x2 = _lane_scores(x2, noise_ptr, c2, h2, t, e2, SEEDED)
+        x3 = _lane_scores(x3, noise_ptr, c3, h3, t, e3, SEEDED)
+    best = tl.maximum(tl.maximum(tl.max(x0, axis=0), tl.max(x1, axis=0)),
+                      tl.maximum(tl.max(x2, axis=0), tl.max(x3, axis=0)))
+    # Ties go to the first index, as torch.argmax does; columns not held never win (index = vocab).
+    index = tl.minimum(tl.minimum(_lane_first(x0, c0, h0, best, vocab), _lane_first(x1, c1, h1, best, vocab)),
+                       tl.minimum(_lane_first(x2, c2, h2, best, vocab), _lane_first(x3, c3, h3, best, vocab)))
     tl.store(best_ptr + row * num_chunks + chunk, best)
     tl.store(index_ptr + row * num_chunks + chunk, index)
 
@@ -74,10 +110,16 @@ def _pick_chunk_kernel(best_ptr, index_ptr, out_ptr, out_best_ptr, num_chunks, v
     tl.store(out_best_ptr + row, top)
 
 
+def chunks_for(vocab: int, first_col: int) -> int:
+    """Chunks over local columns [0, vocab) of a rank whose first column is ``first_col``: they start at the
+    multiple of 4 at or below it, so that each holds whole Philox calls."""
+    return triton.cdiv(vocab + first_col % 4, CHUNK)
+
+
 def _sample(logits, temperatures, noise, seeds, first_col):
     rows, vocab = logits.shape
     assert logits.stride(1) == 1
-    num_chunks = triton.cdiv(vocab, CHUNK)
+    num_chunks = chunks_for(vocab, first_col)
     best = torch.empty(rows, num_chunks, dtype=torch.float32, device=logits.device)
     index = torch.empty(rows, num_chunks, dtype=torch.int32, device=logits.device)
     out = torch.empty(rows, dtype=torch.int64, device=logits.device)
@@ -108,19 +150,29 @@ def seeded_gumbel_max_triton(logits: torch.Tensor, temperatures: torch.Tensor, s
 
 
 @triton.jit
+def _store_lane(out_ptr, quads, lane: tl.constexpr, e, first_col, vocab):
+    cols = 4 * quads + lane - first_col
+    tl.store(out_ptr + cols, e, mask=(cols >= 0) & (cols < vocab))
+
+
+@triton.jit
 def _seeded_noise_kernel(seed_ptr, out_ptr, vocab, first_col, CHUNK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
-    cols = tl.program_id(1) * CHUNK + tl.arange(0, CHUNK)
-    e = _seeded_exponential(tl.load(seed_ptr + row), first_col + cols)
-    tl.store(out_ptr + row * vocab + cols, e, mask=cols < vocab)
+    quads = first_col // 4 + tl.program_id(1) * (CHUNK // 4) + tl.arange(0, CHUNK // 4)
+    e0, e1, e2, e3 = _seeded_exponential4(tl.load(seed_ptr + row), quads)
+    out_ptr += row * vocab
+    _store_lane(out_ptr, quads, 0, e0, first_col, vocab)
+    _store_lane(out_ptr, quads, 1, e1, first_col, vocab)
+    _store_lane(out_ptr, quads, 2, e2, first_col, vocab)
+    _store_lane(out_ptr, quads, 3, e3, first_col, vocab)
 
 
 def seeded_exponential_noise(seeds: torch.Tensor, vocab: int, first_col: int = 0) -> torch.Tensor:
     """The Exp(1) noise that ``seeded_gumbel_max_triton`` draws, written out ([B, vocab] float32): with it,
     the reference ``gumbel_max_sample`` picks the same tokens (the tests check this)."""
     out = torch.empty(seeds.shape[0], vocab, dtype=torch.float32, device=seeds.device)
-    _seeded_noise_kernel[(seeds.shape[0], triton.cdiv(vocab, CHUNK))](seeds.contiguous(), out, vocab, first_col,
-                                                                      CHUNK=CHUNK)
+    _seeded_noise_kernel[(seeds.shape[0], chunks_for(vocab, first_col))](seeds.contiguous(), out, vocab, first_col,
+                                                                         CHUNK=CHUNK)
     return out
 
 

@@ -1,0 +1,82 @@
+"""Two small kernels of every step on a GPU, timed inside CUDA graphs (20 calls, the median of 5 replays): the MLP's
+SiLU-and-mul (torch.compile's kernel of the reference op against fast/silu_and_mul_triton.py) at 1-16,384 rows of
+Qwen3-0.6B's 3,072 columns, and the Triton sampler's seeded draw at 1-256 rows of its 151,936-entry vocabulary.
+Writes a record with card, date, command, commit.
+
+    python scripts/small_kernels_bench.py --out notebooks/reference_results/h200_small_kernels.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def graph_us(fn, calls: int = 20, repeats: int = 5) -> float:
+    """Microseconds per call of ``fn`` replayed from a CUDA graph of ``calls`` calls (the median of ``repeats``)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up: compile, allocate
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    runs = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        runs.append(start.elapsed_time(end) * 1e3 / calls)
+    return sorted(runs)[repeats // 2]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True)
+    p.add_argument("--commit", default=None, help="the commit measured (default: git's HEAD)")
+    args = p.parse_args()
+    from nanoinfer.fast.sampler_triton import seeded_gumbel_max_triton
+    from nanoinfer.layers.activation import silu_and_mul
+
+    silu = {}
+    try:
+        from nanoinfer.fast.silu_and_mul_triton import silu_and_mul as triton_silu_and_mul
+    except ImportError:  # (a tree from before the kernel)
+        triton_silu_and_mul = None
+    compiled = torch.compile(silu_and_mul, dynamic=True)  # as nanoinfer/fast applied it before
+    for rows in (1, 16, 136, 256, 2048, 16384):
+        x = torch.randn(rows, 2 * 3072, device="cuda", dtype=torch.bfloat16)
+        silu[rows] = {"compiled_us": graph_us(lambda: compiled(x))}
+        if triton_silu_and_mul is not None:
+            assert torch.allclose(triton_silu_and_mul(x).float(), silu_and_mul(x.clone()).float(), rtol=2e-2, atol=2e-2)
+            silu[rows]["triton_us"] = graph_us(lambda: triton_silu_and_mul(x))
+        print("silu", rows, {k: round(v, 2) for k, v in silu[rows].items()}, flush=True)
+    draw = {}
+    for rows in (1, 16, 136, 256):
+        logits = torch.randn(rows, 151936, device="cuda", dtype=torch.bfloat16) * 3
+        temperatures = torch.full((rows,), 0.6, device="cuda")
+        seeds = torch.randint(0, 2**62, (rows,), device="cuda")
+        draw[rows] = graph_us(lambda: seeded_gumbel_max_triton(logits, temperatures, seeds))
+        print("seeded draw", rows, round(draw[rows], 2), flush=True)
+    commit = args.commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                           cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    record = {"card": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%d"),
+              "command": "python scripts/small_kernels_bench.py " + " ".join(sys.argv[1:]), "commit": commit,
+              "torch": torch.__version__, "silu_and_mul_us (bf16, rows x 3,072)": silu,
+              "seeded_draw_us (bf16, rows x 151,936, temperature 0.6)": draw}
+    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
