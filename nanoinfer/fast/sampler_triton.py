@@ -11,7 +11,10 @@ here, launches included (record h200_sampler_seeded_vs_noise.json).
 The engine uses the seeded variant: the kernel makes each entry's noise from a per-row seed and the entry's column
 (a counter-based generator, Philox), instead of reading a [B, V] float32 tensor that a separate kernel wrote. As
 an entry's noise depends only on its seed and column, tensor-parallel ranks can each sample their own shard of the
-vocabulary and compare one winner per row (``TritonSampler.sample_shards``).
+vocabulary and compare one winner per row (``TritonSampler.sample_shards``). Making the noise is most of the
+kernel's work, so each Philox call serves four columns (it makes four numbers). In CUDA graphs on an H200 the
+draw took 87 us at 136 rows and 161 at 256, against 107 and 199 with one column per call; at one row 5.8 us
+against 4.9, as fewer programs share the row (h200_small_kernels.json).
 """
 
 from __future__ import annotations
