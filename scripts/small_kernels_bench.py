@@ -17,28 +17,7 @@ from pathlib import Path
 
 import torch
 
-
-def graph_us(fn, calls: int = 20, repeats: int = 5) -> float:
-    """Microseconds per call of ``fn`` replayed from a CUDA graph of ``calls`` calls (the median of ``repeats``)."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):  # warm-up: compile, allocate
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
-    runs = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        runs.append(start.elapsed_time(end) * 1e3 / calls)
-    return sorted(runs)[repeats // 2]
+from cuda_timing import graph_us  # (scripts/ is on the path when a script runs)
 
 
 def main() -> None:
