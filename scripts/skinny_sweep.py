@@ -47,10 +47,12 @@ CONFIGS = {  # (BLOCK_N, BLOCK_K, num_warps) as a function of K, for one row
 }
 
 
-def replay_ms(runner, context: int, max_model_len: int, whole_step: bool = False) -> tuple[float, list[float]]:
+def replay_ms(runner, context: int, max_model_len: int, whole_step: bool = False,
+              drawn: bool = False) -> tuple[float, list[float]]:
     """The batch-1 forward graph's replay time; ``whole_step``: followed by the sampling graph (the LM head and the
-    draw), as ``CudaGraphRunner.sample_step`` replays them."""
-    sample = partial(draw_tokens, runner.model.lm_head) if whole_step else None
+    draw), as ``CudaGraphRunner.sample_step`` replays them; ``drawn``: the forward graph alone, of a runner that
+    records the draw (its capture runs the draw once, as the engine's does)."""
+    sample = partial(draw_tokens, runner.model.lm_head) if whole_step or drawn else None
     graphs = CudaGraphRunner(runner.model, runner.backend, runner.attention_layers[0].num_kv_heads,
                              runner.hf_config.hidden_size, 1, max_model_len, runner.block_size, runner.device,
                              runner.dtype, sample, 1)
@@ -58,7 +60,7 @@ def replay_ms(runner, context: int, max_model_len: int, whole_step: bool = False
     blocks = -(-context // runner.block_size)  # distinct blocks, read from memory as a real context is
     graphs.seq_lens[:1], graphs.slot_mapping[:1] = context, context - 1
     graphs.block_tables[0, :blocks] = torch.arange(blocks, dtype=torch.int32, device=runner.device)
-    replays, runs = [graphs.graphs[1], *graphs.sample_graphs.values()], []
+    replays, runs = [graphs.graphs[1], *(graphs.sample_graphs.values() if whole_step else ())], []
     for _ in range(10):
         for graph in replays:
             graph.replay()
@@ -107,9 +109,9 @@ def main() -> None:
         rows["whole step, the LM head through the skinny kernel"] = replay_ms(runner, args.context,
                                                                               args.max_model_len, True)
         lm_head.op = F.linear
-    # The batch-1 forward graph has replayed ~17 us slower once a draw has run in the engine (a lead, not understood:
-    # docs/benchmarks.md). The rows above "whole step" ran before any draw; this one and those below run after.
-    rows["default, again after the whole-step rows"] = measure()
+    # In one-off runs the forward graph replayed ~17 us slower in a runner whose draw had run once (a lead, not
+    # understood: docs/benchmarks.md). The other rows' runners never draw; the engine's always do.
+    rows["default, in a runner that has drawn"] = replay_ms(runner, args.context, args.max_model_len, drawn=True)
     layers = [m for m in runner.model.modules() if isinstance(m, LlamaDecoderLayer) and m.fused_decode_rows]
     for layer in layers:
         layer.fused_decode_rows = 0
