@@ -145,11 +145,43 @@ def test_skinny_matmuls_match_cublas(tiny_qwen3):
     cublas = LLM(str(tiny_qwen3), skinny_matmuls=False, **common)
     layers = skinny.engine.hf_config.num_hidden_layers
     assert fast_path(skinny, "skinny matmuls") == (
-        f"{4 * layers} linears, gate/up + SiLU in {layers} MLPs, norms in {layers} layers (rows <= 1)")
+        f"{4 * layers} linears, gate/up + SiLU in {layers} MLPs, norms in {layers} layers (rows <= 1); "
+        "2-64 rows on tensor cores (K <= 2048)")
     assert fast_path(cublas, "skinny matmuls") == ""
     assert_same_generations(skinny, cublas, prompts)
     assert_same_generations(skinny, cublas, prompts[2:3])
     assert_no_leaks(skinny)
+
+
+def test_tile_matmuls_in_16_bit_decode_batches(tiny_qwen3, monkeypatch):
+    """Decode batches of 2-64 rows go through the tile kernel (fast/tile_linear_triton.py) in bf16, the gate/up
+    product fused with SiLU. Its logits are held to a float32 run's as closely as
+    cuBLAS's are (the two round differently, so a tiny random model's greedy tokens may part at a near-tie)."""
+    import nanoinfer.fast.tile_linear_triton as tile
+
+    seen = set()
+    kernel = tile.tile_linear
+    monkeypatch.setattr(tile, "tile_linear", lambda x, w, b=None, **kw: seen.add(
+        (x.shape[0], w.shape, kw.get("gated", False))) or kernel(x, w, b, **kw))
+    prompts = prompts_reaching(256)
+    common = dict(max_model_len=256, attention_backend="triton", gpu_memory_utilization=0.2)
+    reference = LLM(str(tiny_qwen3), dtype="float32", **common)
+    ref_tokens, ref_logits = generate_with_logits(reference, prompts, GREEDY)
+    hf = reference.engine.hf_config
+    reference.shutdown()
+    assert not seen, "float32 weights stay off the tensor-core kernel (TF32)"
+    runs = {}
+    for name, knobs in (("tile", {}), ("cublas", {"skinny_matmuls": False})):
+        llm = LLM(str(tiny_qwen3), dtype="bfloat16", **knobs, **common)
+        runs[name] = generate_with_logits(llm, prompts, GREEDY)
+        assert_no_leaks(llm)
+        llm.shutdown()
+    gated = {s for s in seen if s[2]}
+    assert gated and all(tile.MIN_ROWS <= rows <= tile.MAX_ROWS and shape[1] <= tile.MAX_K for rows, shape, _ in seen)
+    assert {rows for rows, _, _ in gated} >= {8}, f"the 6-row decode steps (the graph of 8) missed the kernel: {seen}"
+    assert {shape[0] for _, shape, g in gated} == {2 * hf.intermediate_size}, gated
+    errors = {name: mean_error_to_reference(*run, ref_tokens, ref_logits) for name, run in runs.items()}
+    assert errors["tile"] < 1.25 * errors["cublas"], errors
 
 
 def test_fused_prologue_on_a_llama(tmp_path):

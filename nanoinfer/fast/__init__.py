@@ -4,7 +4,8 @@
   C small ops          small_ops_cpu.py/.c     RMSNorm, rotary, SiLU-and-mul as C loops (CPU, float32)
   torch.compile        here                    the same small ops and the sampler, compiled (CUDA default)
   fused prologue       qk_prologue_triton.py   q/k norms + rotary + KV write as one kernel per layer (CUDA)
-  skinny matmuls       skinny_linear_triton.py batch-1 decode linears, gate/up fused with SiLU (CUDA, one rank)
+  skinny matmuls       skinny_linear_triton.py batch-1 decode linears, gate/up fused with SiLU (CUDA, one rank);
+                       tile_linear_triton.py   2-64 rows on tensor cores, gate/up fused too
   Triton SiLU-and-mul  silu_and_mul_triton.py  the MLP activation of every other step, one kernel (CUDA)
   Triton sampler       sampler_triton.py       the Gumbel-max draw, on each rank's vocabulary shard (CUDA)
   CUDA graphs          cuda_graphs.py          decode steps replayed from recorded graphs, the draw too (CUDA)
@@ -163,6 +164,7 @@ def _use_skinny_matmuls(model) -> str:
     import torch.nn.functional as F
 
     from nanoinfer.fast import skinny_linear_triton as skinny
+    from nanoinfer.fast import tile_linear_triton as tile
     from nanoinfer.layers.linear import LinearBase
     from nanoinfer.models.llama import LlamaDecoderLayer, LlamaMLP
 
@@ -181,7 +183,9 @@ def _use_skinny_matmuls(model) -> str:
     for layer in layers:
         layer.fused_decode, layer.fused_decode_rows = skinny.decode_layer, skinny.MAX_ROWS
     norms = f", norms in {len(layers)} layers" if layers else ""
-    return f"{len(linears)} linears, gate/up + SiLU in {len(mlps)} MLPs{norms} (rows <= {skinny.MAX_ROWS})" if linears else ""
+    tiles = f"; {tile.MIN_ROWS}-{tile.MAX_ROWS} rows on tensor cores (K <= {tile.MAX_K})"
+    return (f"{len(linears)} linears, gate/up + SiLU in {len(mlps)} MLPs{norms} (rows <= {skinny.MAX_ROWS}){tiles}"
+            if linears else "")
 
 
 def capture_cuda_graphs(runner):

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from nanoinfer.fast import tile_linear_triton as tile
 from nanoinfer.fast.pdl import launch_options
 
 # One row: a batch-1 decode step (an H200 replays qwen3-0.6b's batch-1 graph in 0.66 ms instead of 1.20 with cuBLAS,
@@ -166,18 +167,25 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """A linear layer's ``op``: the skinny kernel for up to MAX_ROWS rows, cuBLAS (``F.linear``) beyond."""
-    if x.numel() > MAX_ROWS * x.shape[-1]:
-        return F.linear(x, weight, bias)
-    return skinny_linear(x, weight, bias)
+    """A linear layer's ``op``: the skinny kernel for up to MAX_ROWS rows, the tile kernel where it serves
+    (tile_linear_triton.py), cuBLAS (``F.linear``) beyond."""
+    rows = x.numel() // x.shape[-1]
+    if rows <= MAX_ROWS:
+        return skinny_linear(x, weight, bias)
+    if tile.serves(rows, weight):
+        return tile.tile_linear(x, weight, bias)
+    return F.linear(x, weight, bias)
 
 
 def gate_up_silu(mlp, x: torch.Tensor) -> torch.Tensor:
-    """``LlamaMLP.fused_gate_up_act``: silu(gate) * up in one kernel for up to MAX_ROWS rows; beyond, the
-    layers as written (cuBLAS, then SiLU-and-mul)."""
-    if x.numel() > MAX_ROWS * x.shape[-1]:
-        return mlp.act_fn(mlp.gate_up_proj(x))
-    return skinny_linear(x, mlp.gate_up_proj.weight, mlp.gate_up_proj.bias, gated=True)
+    """``LlamaMLP.fused_gate_up_act``: silu(gate) * up in one kernel for up to MAX_ROWS rows, and where the tile
+    kernel serves; beyond, the layers as written (cuBLAS, then SiLU-and-mul)."""
+    rows, weight, bias = x.numel() // x.shape[-1], mlp.gate_up_proj.weight, mlp.gate_up_proj.bias
+    if rows <= MAX_ROWS:
+        return skinny_linear(x, weight, bias, gated=True)
+    if tile.serves(rows, weight):
+        return tile.tile_linear(x, weight, bias, gated=True)
+    return mlp.act_fn(mlp.gate_up_proj(x))
 
 
 def decode_layer(layer, positions: torch.Tensor, hidden: torch.Tensor, residual: torch.Tensor | None, meta):
