@@ -5,6 +5,8 @@ commits with the same code), written as JSON:
                    three runs), the step timeline's medians, the batch-1 CUDA graph's replay time alone (CUDA
                    events, 100 replays) and its kernels per step (torch.profiler); with and without
                    ``skinny_matmuls`` where the engine has that knob
+  batches          qwen3-0.6b shape, decode batches of ``--batches`` sequences (128-token prompts, ``--tokens`` greedy
+                   tokens each): ms per decode step, three runs after a warm-up run
   prefill          llama-3.2-1b shape, the mixed workload (200 requests, prompts 50-1,500, outputs 20-700): the
                    16,384-token prefill steps' host times (schedule, prepare, host postprocess = postprocess less
                    the wait for the step before) against the step's device time (CUDA events around the step)
@@ -92,6 +94,27 @@ def batch1(shape: str, **knobs) -> dict:
     return result
 
 
+def batches(shape: str, sizes: list[int], tokens: int) -> dict:
+    from nanoinfer import LLM, SamplingParams
+
+    llm = LLM(shape, max_model_len=1024)
+    params = SamplingParams(temperature=0.0, max_tokens=tokens, ignore_eos=True)
+    result = {"tokens": tokens}
+    for size in sizes:
+        prompts = [[(7 * i + 3 * b) % 1000 + 1 for i in range(128)] for b in range(size)]
+        llm.generate(prompts, params, use_tqdm=False)
+        runs = []
+        for _ in range(3):
+            llm.reset_metrics()
+            llm.generate(prompts, params, use_tqdm=False)
+            timeline = llm.step_timeline()
+            decode = timeline[timeline.phase == "decode"]
+            runs.append(float(decode.seconds.sum() / len(decode) * 1e3))
+        result[str(size)] = {"ms_per_step_runs": runs, "ms_per_step": statistics.median(runs)}
+    llm.shutdown()
+    return result
+
+
 def prefill(shape: str) -> dict:
     from nanoinfer import LLM, SamplingParams
     from nanoinfer.tools.workloads import random_workload
@@ -152,8 +175,10 @@ def main() -> None:
     p.add_argument("--label", default="run"), p.add_argument("--out", required=True)
     p.add_argument("--commit", default=None, help="the commit measured (default: git's HEAD)")
     p.add_argument("--merge", nargs=2, metavar=("BEFORE", "AFTER"), help="join two runs into one record")
-    p.add_argument("--parts", nargs="+", choices=["batch1", "batch1_cublas", "prefill"],
-                   default=["batch1", "batch1_cublas", "prefill"], help="what to measure (default: all)")
+    p.add_argument("--parts", nargs="+", choices=["batch1", "batch1_cublas", "batches", "prefill"],
+                   default=["batch1", "batch1_cublas", "prefill"], help="what to measure (default: all but batches)")
+    p.add_argument("--batches", type=int, nargs="+", default=[4, 16, 48], help="decode batch sizes of 'batches'")
+    p.add_argument("--tokens", type=int, default=256, help="tokens per sequence in 'batches'")
     args = p.parse_args()
     if args.merge:
         before, after = (json.loads(Path(f).read_text()) for f in args.merge)
@@ -179,6 +204,9 @@ def main() -> None:
     if "batch1_cublas" in args.parts and "skinny_matmuls" in EngineConfig.__dataclass_fields__:
         record["batch1_cublas"] = batch1("qwen3-0.6b", skinny_matmuls=False)
         print("batch-1, cuBLAS:", json.dumps(record["batch1_cublas"]), flush=True)
+    if "batches" in args.parts:
+        record["batches"] = batches("qwen3-0.6b", args.batches, args.tokens)
+        print("batches:", json.dumps(record["batches"]), flush=True)
     Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     if "prefill" in args.parts:
         record["prefill"] = prefill("llama-3.2-1b")

@@ -75,6 +75,16 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
+def linear_inputs(rows: int, n: int, k: int, dtype, seed: int, bias: bool, device):
+    """x [rows, k], W [n, k] scaled by 1/sqrt(k) and a bias [n] (or None): fresh random values in ``dtype``."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, k, generator=g)
+    w = torch.randn(n, k, generator=g) / k**0.5
+    b = torch.randn(n, generator=g) if bias else None
+    cast = lambda t: None if t is None else t.to(dtype).to(device)  # noqa: E731
+    return cast(x), cast(w), cast(b)
+
+
 def assert_no_leaks(llm) -> None:
     """Every KV block is free and unreferenced once nothing runs."""
     bm = llm.block_manager

@@ -146,7 +146,7 @@ def test_skinny_matmuls_match_cublas(tiny_qwen3):
     layers = skinny.engine.hf_config.num_hidden_layers
     assert fast_path(skinny, "skinny matmuls") == (
         f"{4 * layers} linears, gate/up + SiLU in {layers} MLPs, norms in {layers} layers (rows <= 1); "
-        "2-64 rows on tensor cores (K <= 2048)")
+        "2-16 rows on tensor cores (K <= 2048)")
     assert fast_path(cublas, "skinny matmuls") == ""
     assert_same_generations(skinny, cublas, prompts)
     assert_same_generations(skinny, cublas, prompts[2:3])
@@ -154,7 +154,7 @@ def test_skinny_matmuls_match_cublas(tiny_qwen3):
 
 
 def test_tile_matmuls_in_16_bit_decode_batches(tiny_qwen3, monkeypatch):
-    """Decode batches of 2-64 rows go through the tile kernel (fast/tile_linear_triton.py) in bf16, the gate/up
+    """Decode batches of 2-16 rows go through the tile kernel (fast/tile_linear_triton.py) in bf16, the gate/up
     product fused with SiLU. Its logits are held to a float32 run's as closely as
     cuBLAS's are (the two round differently, so a tiny random model's greedy tokens may part at a near-tie)."""
     import nanoinfer.fast.tile_linear_triton as tile

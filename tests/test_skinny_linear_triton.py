@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import linear_inputs
 from nanoinfer.fast.skinny_linear_triton import KERNEL_MAX_ROWS, MAX_ROWS, block_config, linear, skinny_linear
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -21,12 +22,7 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 def inputs(rows, n, k, dtype, seed, bias):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(rows, k, generator=g)
-    w = torch.randn(n, k, generator=g) / k**0.5
-    b = torch.randn(n, generator=g) if bias else None
-    cast = lambda t: None if t is None else t.to(dtype).to(DEVICE)  # noqa: E731
-    return cast(x), cast(w), cast(b)
+    return linear_inputs(rows, n, k, dtype, seed, bias, DEVICE)
 
 
 @settings(max_examples=12, deadline=None)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import linear_inputs
 from nanoinfer.fast.tile_linear_triton import block_config, supported, tile_linear
 from nanoinfer.layers.activation import silu_and_mul
 
@@ -20,13 +21,8 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got.float() - want.float()).norm() / want.float().norm().clamp_min(1e-30)).item()
 
 
-def inputs(rows, n, k, seed, bias, dtype=HALF):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(rows, k, generator=g)
-    w = torch.randn(n, k, generator=g) / k**0.5
-    b = torch.randn(n, generator=g) if bias else None
-    cast = lambda t: None if t is None else t.to(dtype).to(DEVICE)  # noqa: E731
-    return cast(x), cast(w), cast(b)
+def inputs(rows, n, k, seed, bias):
+    return linear_inputs(rows, n, k, HALF, seed, bias, DEVICE)
 
 
 @settings(max_examples=10, deadline=None)

@@ -36,7 +36,7 @@ LOG2E = 1.4426950408889634
 NO_SCORE = tl.constexpr(-1.0e30)  # a constexpr: the only kind of global a kernel may read
 MAX_DECODE_SPLITS = 16
 # Shorter splits cost more in the merge than they gain in parallelism. At 64, qwen3-0.6b's batch-1 graph (16 splits
-# of a 1,024-token bound, 640 tokens of context) replayed in 0.66 ms on an H200 against 0.75 at 256 (4 splits) and
+# of a 1,024-token bound, 640 tokens of context) replayed in 0.66 ms on an H200 against 0.74 at 256 (4 splits) and
 # 0.70 at 128 (h200_skinny_sweep.json). Large batches are not split either way (TARGET_DECODE_PROGRAMS).
 TOKENS_PER_SPLIT = 64
 TARGET_DECODE_PROGRAMS = 512  # about four programs per streaming multiprocessor on an H100 (132 SMs)

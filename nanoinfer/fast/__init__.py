@@ -5,7 +5,7 @@
   torch.compile        here                    the same small ops and the sampler, compiled (CUDA default)
   fused prologue       qk_prologue_triton.py   q/k norms + rotary + KV write as one kernel per layer (CUDA)
   skinny matmuls       skinny_linear_triton.py batch-1 decode linears, gate/up fused with SiLU (CUDA, one rank);
-                       tile_linear_triton.py   2-64 rows on tensor cores, gate/up fused too
+                       tile_linear_triton.py   2-16 rows on tensor cores, gate/up fused too
   Triton SiLU-and-mul  silu_and_mul_triton.py  the MLP activation of every other step, one kernel (CUDA)
   Triton sampler       sampler_triton.py       the Gumbel-max draw, on each rank's vocabulary shard (CUDA)
   CUDA graphs          cuda_graphs.py          decode steps replayed from recorded graphs, the draw too (CUDA)

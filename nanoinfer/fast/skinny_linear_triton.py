@@ -15,7 +15,7 @@ runs a whole decoder layer that way at batch 1: the two norms cost no kernel of 
 per batch-1 graph replay, h200_skinny_sweep.json).
 
 With programmatic dependent launch (``pdl.py``) a program requests its first chunk of W before it waits for the
-kernel before to finish: the weights stream while that kernel's last programs run (0.66 against 0.86 ms).
+kernel before to finish: the weights stream while that kernel's last programs run (0.66 against 0.85 ms).
 
 Tested against a float32 torch reference (tests/test_skinny_linear_triton.py); applied by ``nanoinfer/fast``.
 """
@@ -30,7 +30,7 @@ import triton.language as tl
 from nanoinfer.fast import tile_linear_triton as tile
 from nanoinfer.fast.pdl import launch_options
 
-# One row: a batch-1 decode step (an H200 replays qwen3-0.6b's batch-1 graph in 0.66 ms instead of 1.20 with cuBLAS,
+# One row: a batch-1 decode step (an H200 replays qwen3-0.6b's batch-1 graph in 0.66 ms instead of 1.17 with cuBLAS,
 # h200_skinny_sweep.json). At 8 rows an earlier version of this kernel took 5.4 ms against cuBLAS's 1.3: more rows go
 # to cuBLAS until a kernel that shares each weight tile between the rows beats it.
 MAX_ROWS = 1
@@ -123,8 +123,8 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, r_ptr, r_out_ptr, norm_w_ptr, e
 def block_config(M: int, N: int, K: int, gated: bool = False) -> tuple[int, int, int]:
     """(BLOCK_N, BLOCK_K, num_warps). For one row: each program loads 4 whole rows of W at once (K up to 4,096),
     so that every load is in flight together and N / 4 programs (256 and more here) keep the card streaming.
-    On an H200, qwen3-0.6b's batch-1 graph replayed in 0.66 ms this way, against 0.69-0.81 with 9 other
-    configurations (0.75 with 2 rows) and 1.20 with cuBLAS (scripts/skinny_sweep.py, h200_skinny_sweep.json). More rows:
+    On an H200, qwen3-0.6b's batch-1 graph replayed in 0.66 ms this way, against 0.68-0.81 with 8 other
+    configurations (0.75 with 2 rows) and 1.17 with cuBLAS (scripts/skinny_sweep.py, h200_skinny_sweep.json). More rows:
     shorter chunks, so that the [M, BLOCK_N, BLOCK_K] product stays within the registers."""
     if M == 1:  # (fewer rows where the tile, the up rows included, would pass 16,384 weights: registers spill)
         block_k = min(triton.next_power_of_2(K), 4096)

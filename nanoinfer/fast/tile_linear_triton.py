@@ -1,11 +1,10 @@
-"""Linear layers of decode steps with a few dozen to a few hundred rows (x [M, K] times W [N, K]), in Triton.
+"""Linear layers of decode steps with a few rows (x [M, K] times W [N, K], M = 2-16), on the tensor cores, in Triton.
 
-Between batch 1 (fast/skinny_linear_triton.py) and prefill, a decode step's matmuls are small: at 200 rows,
-qwen3-0.6b's gate/up product reads 12.6 MB of weights and computes little. cuBLAS ran them 3-4x slower than the
-time to read those weights, and a decode step of nano-vllm's workload spent ~0.9 ms of ~6.2 in them (profile in
-h200_decode_midrun_profile.json). Here each program owns a [BLOCK_M, BLOCK_N] tile of the output and walks K on
-the tensor cores (``tl.dot``), as any tiled matmul does, with two things cuBLAS's kernels cannot do inside the
-engine's graphs:
+Between batch 1 (fast/skinny_linear_triton.py) and larger batches, a decode step's matmuls are small: at 16 rows
+qwen3-0.6b's gate/up product reads 12.6 MB of weights and computes little, and cuBLAS (then the SiLU-and-mul
+kernel) took 7.5 us per layer for what the card reads in ~3. Here each program owns a [BLOCK_M, BLOCK_N] tile of the
+output and walks K on the tensor cores (``tl.dot``), as any tiled matmul does, with two things cuBLAS's kernels
+cannot do inside the engine's graphs:
 
 - programmatic dependent launch (``pdl.py``): each program requests its first weight tile before it waits for the
   kernel before, so the weights start streaming during that kernel's tail;
@@ -15,11 +14,13 @@ engine's graphs:
 Rounding as the reference layers round: each product in float32, rounded to the model's dtype; gated, silu(gate)
 rounded before it multiplies up (layers/activation.py). Tested against a float32 torch reference
 (tests/test_tile_linear_triton.py); applied by ``nanoinfer/fast`` (through skinny_linear_triton.py's ``linear``
-and ``gate_up_silu``) to steps of MIN_ROWS to MAX_ROWS rows and weights of at most MAX_K columns, where
-scripts/tile_linear_bench.py measured it faster than cuBLAS: on an H200, qwen3-0.6b's gate/up product and SiLU in
-5.6-6.6 us per layer against 7.4-7.8 at 2-64 rows, its qkv product in 4.6-5.0 against 5.1-5.5. From 136 rows
-cuBLAS was faster (8.8-10.0 against 10.7-11.2 us for gate/up), and so for the down product's 3,072 columns
-(h200_tile_linear.json).
+and ``gate_up_silu``) to steps of MIN_ROWS to MAX_ROWS rows and weights of at most MAX_K columns.
+
+Where it serves is set by whole decode steps, not by the kernel alone. Called 28 times in a row in a graph
+(scripts/tile_linear_bench.py, h200_tile_linear.json) it beat cuBLAS up to 64 rows on qwen3-0.6b's gate/up, qkv and
+o shapes and lost on the down product's 3,072 columns and from 136 rows. Inside the engine's decode steps on an
+H200 (scripts/latency_bench.py --parts batches, h200_tile_linear_decode.json) it made steps of 4 sequences ~10%
+faster and of 16 ~1.5%, but steps of 24-48 sequences 2-5% slower: there it serves no more.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import triton.language as tl
 from nanoinfer.fast import triton_interpreter  # noqa: F401  (a fix for Triton's CPU interpreter)
 from nanoinfer.fast.pdl import launch_options
 
-MIN_ROWS, MAX_ROWS = 2, 64  # the steps it serves (one row: the skinny kernel; more: cuBLAS)
+MIN_ROWS, MAX_ROWS = 2, 16  # the steps it serves (one row: the skinny kernel; more: cuBLAS)
 MAX_K = 2048  # longer rows of W go to cuBLAS
 
 
@@ -81,8 +82,8 @@ def _tile_kernel(x_ptr, w_ptr, b_ptr, out_ptr, M, N, K, stride_x, stride_out, GA
 
 def block_config(M: int, N: int, K: int, gated: bool = False) -> tuple[int, int, int, int, int]:
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for M rows: 32 output columns per program (the most
-    programs in flight), K in chunks of 128, 4 stages in flight, the fastest at 2-64 rows for each of qwen3-0.6b's
-    shapes in the H200 sweep (h200_tile_linear.json)."""
+    programs in flight), K in chunks of 128, 4 stages in flight: the fastest up to 16 rows for each of
+    qwen3-0.6b's shapes in the H200 sweep (h200_tile_linear.json)."""
     return 16 if M <= 16 else 32 if M <= 32 else 64, 32, 128, 4, 4
 
 
