@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from helpers import assert_no_leaks, make_tiny_checkpoint
@@ -114,6 +114,7 @@ def test_stream_forced_multibyte_text(llm):
 @settings(max_examples=200, deadline=None, database=None)
 @given(st.text("ab世🎉", max_size=30), st.lists(st.text("ab世🎉", min_size=1, max_size=4), max_size=3),
        st.lists(st.integers(1, 30), max_size=10))
+@example("baa", ["a", "baa"], [2])  # "ba|a": "baa", begun before the complete "a", ends the text first
 def test_stop_strings_on_any_split(text, stops, cuts):
     """OpenAI's stop on deltas cut anywhere: the text handed out is the text before the first stop string"""
     from nanoinfer.serving.stream import StopStrings

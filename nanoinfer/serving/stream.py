@@ -103,10 +103,12 @@ class StopStrings:
     def feed(self, delta: str, final: bool) -> tuple[str, bool]:
         """(text to hand out now, whether a stop string was met: the request ends there)."""
         text, self.pending = self.pending + delta, ""
-        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
-        if hits:
-            return text[: min(hits)], True
-        hold = 0 if final else max((k for s in self.stops for k in range(1, len(s)) if text.endswith(s[:k])),
-                                   default=0)
-        self.pending = text[len(text) - hold:] if hold else ""
-        return text[: len(text) - hold], False
+        first = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=None)
+        # Where the earliest stop string that the next delta may still complete would start: a longer stop string
+        # begun before a complete one ends the text earlier ("baa" in "ba|a" with stops "a" and "baa")
+        held = len(text) if final else min((len(text) - k for s in self.stops for k in range(1, len(s))
+                                            if text.endswith(s[:k])), default=len(text))
+        if first is not None and first <= held:
+            return text[:first], True
+        self.pending = text[held:]
+        return text[:held], False
