@@ -183,10 +183,14 @@ def main() -> None:
     if args.merge:
         before, after = (json.loads(Path(f).read_text()) for f in args.merge)
         record = {"card": after["card"], "date": after["date"], "command": after["command"],
-                  "commit": after["commit"], "before": before, "after": after,
-                  "ratios": {"batch1_ms_per_token": after["batch1"]["ms_per_token"] / before["batch1"]["ms_per_token"],
-                             "batch1_graph_replay": after["batch1"]["graph_replay_ms"]
-                             / before["batch1"]["graph_replay_ms"]}}
+                  "commit": after["commit"], "before": before, "after": after, "ratios": {}}
+        if "batch1" in before and "batch1" in after:
+            record["ratios"] |= {"batch1_ms_per_token": after["batch1"]["ms_per_token"] / before["batch1"]["ms_per_token"],
+                                 "batch1_graph_replay": after["batch1"]["graph_replay_ms"]
+                                 / before["batch1"]["graph_replay_ms"]}
+        for size in set(before.get("batches", {})) & set(after.get("batches", {})) - {"tokens"}:
+            record["ratios"][f"ms_per_step_{size}_sequences"] = (after["batches"][size]["ms_per_step"]
+                                                                 / before["batches"][size]["ms_per_step"])
         if "prefill" in before and "prefill" in after:
             record["ratios"]["prefill_device_ms"] = (after["prefill"]["device_ms_per_full_step"]
                                                      / before["prefill"]["device_ms_per_full_step"])

@@ -88,6 +88,8 @@ def main() -> None:
                 if error > 2e-2:
                     raise AssertionError(f"{name} M={M} config {config}: relative error {error:.3g}")
                 best = min(best, (us, config))
+            if best[1] is None:
+                raise RuntimeError(f"{name} M={M}: no block configuration of the grid ran")
             row["best_us"], row["best_config"] = best[0], list(best[1])
             rows[f"{name} M={M}"] = row
             print(f"{name:8s} M={M:4d} cuBLAS{'+SiLU' if gated else '     '} {row['cublas_us']:7.2f} us  "

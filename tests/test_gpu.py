@@ -145,8 +145,7 @@ def test_skinny_matmuls_match_cublas(tiny_qwen3):
     cublas = LLM(str(tiny_qwen3), skinny_matmuls=False, **common)
     layers = skinny.engine.hf_config.num_hidden_layers
     assert fast_path(skinny, "skinny matmuls") == (
-        f"{4 * layers} linears, gate/up + SiLU in {layers} MLPs, norms in {layers} layers (rows <= 1); "
-        "2-16 rows on tensor cores (K <= 2048)")
+        f"{4 * layers} linears, gate/up + SiLU in {layers} MLPs, norms in {layers} layers (rows <= 1)")
     assert fast_path(cublas, "skinny matmuls") == ""
     assert_same_generations(skinny, cublas, prompts)
     assert_same_generations(skinny, cublas, prompts[2:3])
@@ -173,12 +172,16 @@ def test_tile_matmuls_in_16_bit_decode_batches(tiny_qwen3, monkeypatch):
     runs = {}
     for name, knobs in (("tile", {}), ("cublas", {"skinny_matmuls": False})):
         llm = LLM(str(tiny_qwen3), dtype="bfloat16", **knobs, **common)
+        if name == "tile":  # (float32 engines report no tile kernel: test_skinny_matmuls_match_cublas)
+            layers = llm.engine.hf_config.num_hidden_layers
+            assert fast_path(llm, "skinny matmuls").endswith(f"; 2-16 rows on tensor cores in {4 * layers}")
         runs[name] = generate_with_logits(llm, prompts, GREEDY)
         assert_no_leaks(llm)
         llm.shutdown()
     gated = {s for s in seen if s[2]}
     assert gated and all(tile.MIN_ROWS <= rows <= tile.MAX_ROWS and shape[1] <= tile.MAX_K for rows, shape, _ in seen)
-    assert {rows for rows, _, _ in gated} >= {8}, f"the 6-row decode steps (the graph of 8) missed the kernel: {seen}"
+    # (the engine captures a decode graph of 2, 4, 8 and 16 rows: each records its calls once)
+    assert {rows for rows, _, _ in gated} >= {2, 4, 8, 16}, f"a decode graph of 2-16 rows missed the kernel: {seen}"
     assert {shape[0] for _, shape, g in gated} == {2 * hf.intermediate_size}, gated
     errors = {name: mean_error_to_reference(*run, ref_tokens, ref_logits) for name, run in runs.items()}
     assert errors["tile"] < 1.25 * errors["cublas"], errors

@@ -183,7 +183,8 @@ def _use_skinny_matmuls(model) -> str:
     for layer in layers:
         layer.fused_decode, layer.fused_decode_rows = skinny.decode_layer, skinny.MAX_ROWS
     norms = f", norms in {len(layers)} layers" if layers else ""
-    tiles = f"; {tile.MIN_ROWS}-{tile.MAX_ROWS} rows on tensor cores (K <= {tile.MAX_K})"
+    tiled = sum(tile.serves(tile.MIN_ROWS, m.weight) for m in linears)  # (16-bit, K <= MAX_K)
+    tiles = f"; {tile.MIN_ROWS}-{tile.MAX_ROWS} rows on tensor cores in {tiled}" if tiled else ""
     return (f"{len(linears)} linears, gate/up + SiLU in {len(mlps)} MLPs{norms} (rows <= {skinny.MAX_ROWS}){tiles}"
             if linears else "")
 

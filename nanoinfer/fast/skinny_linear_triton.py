@@ -123,7 +123,7 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, r_ptr, r_out_ptr, norm_w_ptr, e
 def block_config(M: int, N: int, K: int, gated: bool = False) -> tuple[int, int, int]:
     """(BLOCK_N, BLOCK_K, num_warps). For one row: each program loads 4 whole rows of W at once (K up to 4,096),
     so that every load is in flight together and N / 4 programs (256 and more here) keep the card streaming.
-    On an H200, qwen3-0.6b's batch-1 graph replayed in 0.66 ms this way, against 0.68-0.81 with 8 other
+    On an H200, qwen3-0.6b's batch-1 graph replayed in 0.66 ms this way, against 0.68-0.81 with 9 other
     configurations (0.75 with 2 rows) and 1.17 with cuBLAS (scripts/skinny_sweep.py, h200_skinny_sweep.json). More rows:
     shorter chunks, so that the [M, BLOCK_N, BLOCK_K] product stays within the registers."""
     if M == 1:  # (fewer rows where the tile, the up rows included, would pass 16,384 weights: registers spill)

@@ -1,4 +1,4 @@
-"""Linear layers of decode steps with a few rows (x [M, K] times W [N, K], M = 2-16), on the tensor cores, in Triton.
+"""Linear layers of decode steps with a few rows (x [M, K] times W [N, K], M = 2-16) on the tensor cores, in Triton.
 
 Between batch 1 (fast/skinny_linear_triton.py) and larger batches, a decode step's matmuls are small: at 16 rows
 qwen3-0.6b's gate/up product reads 12.6 MB of weights and computes little, and cuBLAS (then the SiLU-and-mul
@@ -17,10 +17,11 @@ rounded before it multiplies up (layers/activation.py). Tested against a float32
 and ``gate_up_silu``) to steps of MIN_ROWS to MAX_ROWS rows and weights of at most MAX_K columns.
 
 Where it serves is set by whole decode steps, not by the kernel alone. Called 28 times in a row in a graph
-(scripts/tile_linear_bench.py, h200_tile_linear.json) it beat cuBLAS up to 64 rows on qwen3-0.6b's gate/up, qkv and
-o shapes and lost on the down product's 3,072 columns and from 136 rows. Inside the engine's decode steps on an
-H200 (scripts/latency_bench.py --parts batches, h200_tile_linear_decode.json) it made steps of 4 sequences ~10%
-faster and of 16 ~1.5%, but steps of 24-48 sequences 2-5% slower: there it serves no more.
+(scripts/tile_linear_bench.py, h200_tile_linear.json), with the best block configuration of a grid for each row
+count, it beat cuBLAS up to 64 rows on qwen3-0.6b's gate/up, qkv and o shapes, and lost on the down product's 3,072
+columns and on gate/up and qkv from 136 rows. Inside the engine's decode steps on an H200 (h200_tile_linear_decode.json)
+it made steps of 4 sequences ~10% faster, steps of 16 about as fast (within the spread of runs), and steps of 24-48
+sequences 1.4-5% slower: there it serves no more.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from nanoinfer.fast.pdl import launch_options
 
 MIN_ROWS, MAX_ROWS = 2, 16  # the steps it serves (one row: the skinny kernel; more: cuBLAS)
 MAX_K = 2048  # longer rows of W go to cuBLAS
+MAX_WEIGHT = 2**31  # elements of W: the kernel's offsets into the up rows (N * K) are 32-bit
 
 
 @triton.jit
@@ -93,9 +95,9 @@ def serves(rows: int, weight: torch.Tensor) -> bool:
 
 
 def supported(weight: torch.Tensor) -> bool:
-    """Whether a layer's weight can go through the kernel: 16-bit (``tl.dot`` would take float32 as TF32) and
-    contiguous."""
-    return weight.dtype in (torch.float16, torch.bfloat16) and weight.is_contiguous()
+    """Whether a layer's weight can go through the kernel: 16-bit (``tl.dot`` would take float32 as TF32),
+    contiguous, fewer than MAX_WEIGHT elements."""
+    return weight.dtype in (torch.float16, torch.bfloat16) and weight.is_contiguous() and weight.numel() < MAX_WEIGHT
 
 
 def tile_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, gated: bool = False,
@@ -107,8 +109,11 @@ def tile_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
     M, N = x2.shape[0], weight.shape[0] // (2 if gated else 1)
-    if weight.shape[1] != K or not weight.is_contiguous():
-        raise ValueError(f"tile_linear needs a contiguous weight of {K} columns, got {tuple(weight.shape)}")
+    if weight.shape[1] != K or not weight.is_contiguous() or weight.numel() >= MAX_WEIGHT:
+        raise ValueError(f"tile_linear needs a contiguous weight of {K} columns and fewer than 2**31 elements, "
+                         f"got {tuple(weight.shape)}")
+    if gated and weight.shape[0] % 2:
+        raise ValueError(f"gated: the weight holds the gate rows, then as many up rows; got {weight.shape[0]} rows")
     out = torch.empty(M, N, dtype=x.dtype, device=x.device)
     if M:
         block_m, block_n, block_k, num_warps, num_stages = config or block_config(M, N, K, gated)
