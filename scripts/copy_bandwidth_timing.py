@@ -1,6 +1,6 @@
 """How the GPU copy bandwidth behind the roofline is timed: a 1 GiB copy timed by the host clock around a synchronised
-call (what nanoinfer/tools/roofline.py did before), against CUDA events around the copy (what it does now), 1 and
-4 GiB, host timing again at the end. Bytes read plus written per second, each repeat. Writes a record with card,
+call (what nanoinfer/tools/roofline.py did before), against CUDA events around the copy (its ``copy_bandwidth``
+now), 1 and 4 GiB, host timing again at the end. Bytes read plus written per second, each repeat. Writes a record with card,
 date, command and commit.
 
     python scripts/copy_bandwidth_timing.py --out notebooks/reference_results/h200_copy_bandwidth_timing.json
@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from nanoinfer.tools.roofline import copy_bandwidth
 
 
 def buffers(nbytes: int):
@@ -36,25 +38,13 @@ def host_timed(nbytes: int, repeats: int = 5) -> list[float]:
     return runs
 
 
-def event_timed(nbytes: int, repeats: int = 20) -> list[float]:
-    a, b = buffers(nbytes)
-    runs = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        b.copy_(a)
-        end.record()
-        torch.cuda.synchronize()
-        runs.append(nbytes / (start.elapsed_time(end) / 1e3))
-    return runs
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
     args = p.parse_args()
-    runs = {"host_timed_cold": host_timed(1 << 30), "events_1GiB": event_timed(1 << 30),
-            "events_4GiB": event_timed(4 << 30), "host_timed_warm": host_timed(1 << 30)}
+    cuda = torch.device("cuda")
+    runs = {"host_timed_cold": host_timed(1 << 30), "events_1GiB": copy_bandwidth(cuda, 1 << 30, repeats=20),
+            "events_4GiB": copy_bandwidth(cuda, 4 << 30, repeats=20), "host_timed_warm": host_timed(1 << 30)}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip() or "unknown"
     record = {"card": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%d"),

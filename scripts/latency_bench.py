@@ -67,21 +67,27 @@ def kernels_per_step(llm, prompt, steps: int = 10) -> tuple[float, float]:
     return len(kernels) / steps, sum(e.device_time for e in kernels) / steps
 
 
+def decode_runs(llm, prompts, params, runs: int = 3) -> tuple[list[float], list]:
+    """Milliseconds per decode step of ``runs`` generates after a warm-up one, and each run's decode timeline."""
+    llm.generate(prompts, params, use_tqdm=False)
+    ms, timelines = [], []
+    for _ in range(runs):
+        llm.reset_metrics()
+        llm.generate(prompts, params, use_tqdm=False)
+        timeline = llm.step_timeline()
+        decode = timeline[timeline.phase == "decode"]
+        ms.append(float(decode.seconds.sum() / len(decode) * 1e3))
+        timelines.append(decode)
+    return ms, timelines
+
+
 def batch1(shape: str, **knobs) -> dict:
     from nanoinfer import LLM, SamplingParams
 
     llm = LLM(shape, max_model_len=1024, **knobs)
     prompt = [(7 * i + 3) % llm.engine.hf_config.vocab_size for i in range(128)]
     params = SamplingParams(temperature=0.0, max_tokens=512, ignore_eos=True)
-    llm.generate([prompt], params, use_tqdm=False)
-    runs, timelines = [], []
-    for _ in range(3):
-        llm.reset_metrics()
-        llm.generate([prompt], params, use_tqdm=False)
-        timeline = llm.step_timeline()
-        decode = timeline[timeline.phase == "decode"]
-        runs.append(float(decode.seconds.sum() / len(decode) * 1e3))
-        timelines.append(decode)
+    runs, timelines = decode_runs(llm, [prompt], params)
     import pandas as pd
 
     kernels, kernel_us = kernels_per_step(llm, prompt)
@@ -102,14 +108,7 @@ def batches(shape: str, sizes: list[int], tokens: int) -> dict:
     result = {"tokens": tokens}
     for size in sizes:
         prompts = [[(7 * i + 3 * b) % 1000 + 1 for i in range(128)] for b in range(size)]
-        llm.generate(prompts, params, use_tqdm=False)
-        runs = []
-        for _ in range(3):
-            llm.reset_metrics()
-            llm.generate(prompts, params, use_tqdm=False)
-            timeline = llm.step_timeline()
-            decode = timeline[timeline.phase == "decode"]
-            runs.append(float(decode.seconds.sum() / len(decode) * 1e3))
+        runs, _ = decode_runs(llm, prompts, params)
         result[str(size)] = {"ms_per_step_runs": runs, "ms_per_step": statistics.median(runs)}
     llm.shutdown()
     return result

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from cuda_timing import graph_us  # (scripts/ is on the path when a script runs)
 from nanoinfer.fast.silu_and_mul_triton import silu_and_mul
 from nanoinfer.fast.tile_linear_triton import block_config, tile_linear
 
@@ -30,27 +31,9 @@ SHAPES = {  # name: (output columns N, K, gated), for qwen3-0.6b: hidden 1,024, 
 
 
 def chain_us(fn, weights, x) -> float:
-    """Microseconds per call of ``fn(x, w)`` over ``weights`` in turn, replayed from a CUDA graph."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):  # warm-up: compile
-        fn(x, weights[0])
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for w in weights:
-            fn(x, w)
-    graph.replay()
-    runs = []
-    for _ in range(5):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        runs.append(start.elapsed_time(end) * 1e3 / len(weights))
-    graph.reset()
-    return sorted(runs)[2]
+    """Microseconds per call of ``fn(x, w)``, each call with the next of ``weights``, replayed from a CUDA graph."""
+    layer = itertools.cycle(weights)
+    return graph_us(lambda: fn(x, next(layer)), calls=len(weights))
 
 
 def configs(M: int):

@@ -38,10 +38,10 @@ def _best_seconds(fn, device: torch.device, repeats: int) -> list[float]:
             end.record()
             end.synchronize()
             times.append(start.elapsed_time(end) / 1e3)
-            continue
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
     return times
 
 
