@@ -11,11 +11,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 
 from nanoinfer.attention.base import AttentionMetadata
 from nanoinfer.attention.torch_backend import TorchAttentionBackend
+import nanoinfer.attention.triton_backend as triton_backend
 from nanoinfer.attention.triton_backend import TritonAttentionBackend
 
 CUDA = torch.cuda.is_available()
@@ -165,6 +167,26 @@ def test_decode_fixed_splits_with_padding_rows(splits):
         for t in buffers:
             t.fill_(float("nan"))
     check(b, run_triton(b, backend))
+
+
+@pytest.mark.parametrize("fresh", [1, 3, 70])
+@pytest.mark.parametrize("lengths", [[257], [2, 100, 257]])
+def test_decode_prefetch_reads_every_key_once(fresh, lengths, monkeypatch):
+    """A prefetching decode kernel (PREFETCH_MAX_SEQS) reads a row's last ``decode_fresh_tokens`` positions (the
+    newest token; in a verify step the drafts too, written by the same step) after waiting for the kernel before,
+    and the rest of its first tile before the wait: together every key of the context, once (70 reaches past the
+    first tile)."""
+    monkeypatch.setattr(triton_backend, "PREFETCH_MAX_SEQS", 8)  # (these batches of 2 and 4 rows prefetch)
+    b = make_batch([1] * len(lengths), lengths, block_size=16, kv_heads=2, group=4, head_dim=64, padding_rows=1)
+    backend = TritonAttentionBackend(decode_splits=4)
+    backend.decode_fresh_tokens = fresh
+    check(b, run_triton(b, backend))
+
+
+def test_decode_splits_are_python_ints():
+    """A verify step's lengths are numpy integers: a numpy split count would not compile as a Triton constexpr."""
+    splits = triton_backend.decode_splits_for(np.int64(300), np.int64(2), 8)
+    assert type(splits) is int and splits == 5
 
 
 # ---- prefill -------------------------------------------------------------------------------------

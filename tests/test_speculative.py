@@ -81,6 +81,8 @@ def test_rejected_drafts_give_their_blocks_back(tiny_llama):
     the blocks its kept tokens need, and no prefix-cache block ever holds a rejected token."""
     llm = LLM(str(tiny_llama), max_model_len=128, num_kvcache_blocks=32, speculative_config={
         "method": "draft_model", "model": "self", "num_draft_layers": 1, "num_speculative_tokens": 16})
+    # A verify row's step writes up to 17 of the positions it reads: the backend reads those after the kernel before
+    assert llm.model_runner.backend.decode_fresh_tokens == 17
     bm = llm.block_manager
     seq = llm.engine.add_request(list(range(1, 21)), SamplingParams(temperature=0.0, max_tokens=60, ignore_eos=True))
     rejected = 0

@@ -40,6 +40,11 @@ MAX_DECODE_SPLITS = 16
 # 0.70 at 128 (h200_skinny_sweep.json). Large batches are not split either way (TARGET_DECODE_PROGRAMS).
 TOKENS_PER_SPLIT = 64
 TARGET_DECODE_PROGRAMS = 512  # about four programs per streaming multiprocessor on an H100 (132 SMs)
+# Split decode steps of at most this many sequences request the first tile of keys and values before waiting
+# for the kernel before (PREFETCH in _decode_kernel; fast/pdl.py). Batch-1 steps of qwen3-0.6b took 0.72 instead
+# of 0.75 ms per token on an H200 (h200_latency_batch1_prefetch.json); with it in every split step (up to 63
+# sequences) nano-vllm's workload decoded ~0.8% slower, where the splits hold several tiles.
+PREFETCH_MAX_SEQS = 1
 
 
 # ---- kernels ---------------------------------------------------------------------------------------
@@ -74,10 +79,10 @@ def _online_softmax_step(q, k, v, allowed, m, l, acc, scale_log2, PRECISION: tl.
 @triton.jit(do_not_specialize=["stride_table"])
 def _decode_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, part_acc_ptr, part_ml_ptr, tables_ptr, seq_lens_ptr,
                    scale_log2, stride_qt, stride_qh, stride_ot, stride_oh, stride_cb, stride_cs, stride_ch,
-                   stride_table, num_heads, group, head_dim, NUM_SPLITS: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-                   BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
-                   USE_PDL: tl.constexpr):
-    if USE_PDL:  # launched while the kernel before finishes: wait for its writes (fast/pdl.py)
+                   stride_table, num_heads, group, head_dim, fresh, NUM_SPLITS: tl.constexpr,
+                   BLOCK_SIZE: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                   PRECISION: tl.constexpr, PREFETCH: tl.constexpr, USE_PDL: tl.constexpr):
+    if USE_PDL and not PREFETCH:  # launched while the kernel before finishes: wait for its writes (fast/pdl.py)
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
     seq = tl.program_id(0)
@@ -90,22 +95,40 @@ def _decode_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, part_acc_ptr, part_
     per_split = tl.cdiv(num_tiles, NUM_SPLITS)
     first = split * per_split
     last = tl.minimum(first + per_split, num_tiles)
+    d = tl.arange(0, BLOCK_D)
+    d_mask = d < head_dim
+    table_ptr = tables_ptr + seq * stride_table
+    # PREFETCH (see PREFETCH_MAX_SEQS): the lengths, the block table and the cached keys and values are step inputs,
+    # not results of the kernel before, except a row's last ``fresh`` positions, which this step writes (the
+    # newest token; a verify step's drafts). So the rest of the first tile is requested before the wait.
+    if PREFETCH:
+        pos = first * BLOCK_N + tl.arange(0, BLOCK_N)  # (past the context in an empty split: nothing is read)
+        k, v = _load_kv_tile(k_cache_ptr, v_cache_ptr, table_ptr, pos, pos < seq_len - fresh, kv_head, d, d_mask,
+                             stride_cb, stride_cs, stride_ch, BLOCK_SIZE)
+        if USE_PDL:
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
 
     # The `group` query heads of this KV head form the rows of one matrix: the keys are read once for
     # all of them. Rows are padded to BLOCK_G >= 16 because a GPU's tl.dot needs 16 rows.
     g = tl.arange(0, BLOCK_G)
-    d = tl.arange(0, BLOCK_D)
     heads = kv_head * group + g
     g_mask = g < group
-    d_mask = d < head_dim
     q = tl.load(q_ptr + seq * stride_qt + heads[:, None] * stride_qh + d[None, :],
                 mask=g_mask[:, None] & d_mask[None, :], other=0.0)
 
     m = tl.full([BLOCK_G], NO_SCORE, tl.float32)
     l = tl.zeros([BLOCK_G], tl.float32)
     acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
-    table_ptr = tables_ptr + seq * stride_table
-    for tile in range(first, last):
+    start = first
+    if PREFETCH:  # the fresh keys and values, then the first tile's step
+        newest = (pos >= seq_len - fresh) & (pos < seq_len)
+        k_new, v_new = _load_kv_tile(k_cache_ptr, v_cache_ptr, table_ptr, pos, newest, kv_head, d, d_mask,
+                                     stride_cb, stride_cs, stride_ch, BLOCK_SIZE)
+        k, v = tl.where(newest[:, None], k_new, k), tl.where(newest[:, None], v_new, v)
+        m, l, acc = _online_softmax_step(q, k, v, (pos < seq_len)[None, :], m, l, acc, scale_log2, PRECISION)
+        start = first + 1
+    for tile in range(start, last):
         pos = tile * BLOCK_N + tl.arange(0, BLOCK_N)
         valid = pos < seq_len
         k, v = _load_kv_tile(k_cache_ptr, v_cache_ptr, table_ptr, pos, valid, kv_head, d, d_mask,
@@ -197,7 +220,7 @@ def decode_splits_for(max_seq_len: int, num_seqs: int, kv_heads: int) -> int:
     but no split shorter than TOKENS_PER_SPLIT. Large batches already fill the GPU and get 1."""
     by_length = triton.cdiv(max_seq_len, TOKENS_PER_SPLIT)
     by_occupancy = triton.cdiv(TARGET_DECODE_PROGRAMS, num_seqs * kv_heads)
-    return max(1, min(MAX_DECODE_SPLITS, by_length, by_occupancy))
+    return int(max(1, min(MAX_DECODE_SPLITS, by_length, by_occupancy)))  # (a verify step's lengths are numpy's)
 
 
 def _tiles(dtype: torch.dtype) -> tuple[int, int, int]:
@@ -287,10 +310,10 @@ class TritonAttentionBackend(AttentionBackend):
         _decode_kernel[(num_seqs, kv_heads, splits)](
             q, k_cache, v_cache, out, part_acc, part_ml, meta.block_tables, meta.seq_lens, scale * LOG2E,
             q.stride(0), q.stride(1), out.stride(0), out.stride(1), *k_cache.stride()[:3],
-            meta.block_tables.stride(0), num_heads, group, head_dim,
+            meta.block_tables.stride(0), num_heads, group, head_dim, self.decode_fresh_tokens,
             NUM_SPLITS=splits, BLOCK_SIZE=k_cache.shape[1], BLOCK_G=max(16, triton.next_power_of_2(group)),
-            BLOCK_N=_tiles(q.dtype)[1], BLOCK_D=block_d, PRECISION=_precision(q.dtype), USE_PDL=bool(pdl), num_warps=4,
-            num_stages=2, **pdl)
+            BLOCK_N=_tiles(q.dtype)[1], BLOCK_D=block_d, PRECISION=_precision(q.dtype),
+            PREFETCH=splits > 1 and num_seqs <= PREFETCH_MAX_SEQS, USE_PDL=bool(pdl), num_warps=4, num_stages=2, **pdl)
         if splits > 1:
             _decode_reduce_kernel[(num_seqs, num_heads)](
                 out, part_acc, part_ml, out.stride(0), out.stride(1), num_heads, head_dim,

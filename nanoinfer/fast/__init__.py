@@ -202,9 +202,7 @@ def capture_cuda_graphs(runner):
     from nanoinfer.fast.sampler_triton import TritonSampler, draw_tokens
 
     t0 = time.perf_counter()
-    # A verify step feeds each sequence's k drafts and its last token as k + 1 decode rows.
-    rows_per_seq = 1 + c.speculative_config["num_speculative_tokens"] if c.speculative_config else 1
-    max_batch = min(c.cuda_graph_max_batch_size or 512, c.max_num_seqs * rows_per_seq)
+    max_batch = min(c.cuda_graph_max_batch_size or 512, c.max_num_seqs * c.decode_rows_per_seq)
     sample = None  # the draw, recorded too where each rank is the whole vocabulary (see cuda_graphs.py)
     if isinstance(runner.sampler, TritonSampler) and c.tensor_parallel_size == 1 and not c.speculative_config:
         sample = partial(draw_tokens, runner.model.lm_head)

@@ -44,9 +44,6 @@ def _qk_prologue_kernel(qkv_ptr, stride_token, positions_ptr, cos_sin_ptr, strid
                         NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HALF: tl.constexpr,
                         BLOCK_H: tl.constexpr, BLOCK_KV: tl.constexpr, BLOCK_SIZE: tl.constexpr,
                         NORM: tl.constexpr, USE_PDL: tl.constexpr):
-    if USE_PDL:  # launched while the kernel before finishes: wait for its writes (fast/pdl.py)
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
     token = tl.program_id(0).to(tl.int64)  # token * stride_token can pass 2**31 in a long prefill
     dtype = qkv_ptr.dtype.element_ty
     half = tl.arange(0, HALF)
@@ -59,6 +56,12 @@ def _qk_prologue_kernel(qkv_ptr, stride_token, positions_ptr, cos_sin_ptr, strid
         qw2 = tl.load(q_weight_ptr + HALF + half).to(tl.float32)
         kw1 = tl.load(k_weight_ptr + half).to(tl.float32)
         kw2 = tl.load(k_weight_ptr + HALF + half).to(tl.float32)
+    slot = tl.load(slot_ptr + token)
+    # The position, its cos/sin, the norm weights and the slot are step inputs and weights, not results of the
+    # kernel before: with dependent launch they are requested before waiting for it (fast/pdl.py).
+    if USE_PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     row = qkv_ptr + token * stride_token
 
     # queries: rotated in place
@@ -73,7 +76,6 @@ def _qk_prologue_kernel(qkv_ptr, stride_token, positions_ptr, cos_sin_ptr, strid
     k1, k2, offsets, mask = _norm_rotate(k_row, kv_heads, NUM_KV_HEADS, half, cos, sin, kw1, kw2, eps, NORM, HALF)
     tl.store(k_row + offsets, k1.to(dtype), mask=mask)
     tl.store(k_row + offsets + HALF, k2.to(dtype), mask=mask)
-    slot = tl.load(slot_ptr + token)
     if slot >= 0:  # padding rows of a CUDA-graph batch own no slot
         v_row = k_row + NUM_KV_HEADS * 2 * HALF
         v1 = tl.load(v_row + offsets, mask=mask)
