@@ -160,12 +160,6 @@ class EngineConfig:
                     raise ValueError(f"{knob}='triton' with device='cpu': {problem}")
 
     @property
-    def decode_rows_per_seq(self) -> int:
-        """Decode rows a step may feed per sequence: 1, or with speculative decoding its last token and its drafts,
-        each a row of its own (speculative/speculator.py's verify step)."""
-        return 1 + self.speculative_config["num_speculative_tokens"] if self.speculative_config else 1
-
-    @property
     def blocks_per_seq(self) -> int:
         """KV blocks one sequence of max_model_len tokens takes."""
         return -(-self.max_model_len // self.kvcache_block_size)

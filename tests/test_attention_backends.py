@@ -171,16 +171,46 @@ def test_decode_fixed_splits_with_padding_rows(splits):
 
 @pytest.mark.parametrize("fresh", [1, 3, 70])
 @pytest.mark.parametrize("lengths", [[257], [2, 100, 257]])
-def test_decode_prefetch_reads_every_key_once(fresh, lengths, monkeypatch):
-    """A prefetching decode kernel (PREFETCH_MAX_SEQS) reads a row's last ``decode_fresh_tokens`` positions (the
-    newest token; in a verify step the drafts too, written by the same step) after waiting for the kernel before,
-    and the rest of its first tile before the wait: together every key of the context, once (70 reaches past the
-    first tile)."""
+def test_decode_prefetch_merges_every_key(fresh, lengths, monkeypatch):
+    """A prefetching decode kernel (PREFETCH_MAX_SEQS) reads a row's last ``decode_fresh_tokens`` positions after
+    its wait and the rest of its first tile before it: together every key of the context (70 reaches past the
+    first tile). The order of the two reads is the next test's."""
     monkeypatch.setattr(triton_backend, "PREFETCH_MAX_SEQS", 8)  # (these batches of 2 and 4 rows prefetch)
     b = make_batch([1] * len(lengths), lengths, block_size=16, kv_heads=2, group=4, head_dim=64, padding_rows=1)
     backend = TritonAttentionBackend(decode_splits=4)
     backend.decode_fresh_tokens = fresh
     check(b, run_triton(b, backend))
+
+
+@pytest.mark.skipif(CUDA, reason="plays dependent launch out in Triton's interpreter")
+@pytest.mark.parametrize("fresh", [1, 3])
+def test_decode_prefetch_reads_the_fresh_positions_after_the_wait(fresh, monkeypatch):
+    """Dependent launch in the interpreter: the kernel before (the prologue) writes a row's last ``fresh`` keys
+    and values while this one starts, modelled here by writing them inside ``gdc_wait``; before that they are NaN.
+    A kernel that read one of them before its wait returns NaN. (The interpreter runs programs one by one: the
+    context fits split 0's first tile of 32 float32 keys, and that program runs first.)"""
+    import triton.language.extra.cuda as gdc
+
+    b = make_batch([1], [30], block_size=16, kv_heads=2, group=4, head_dim=64)
+    backend = TritonAttentionBackend(decode_splits=4)
+    backend.decode_fresh_tokens = fresh
+    q, k, v = packed_views(b.q, b.k, b.v)
+    backend.store_kv(k, v, b.k_cache, b.v_cache, b.meta)  # the newest token's key and value, as the step writes
+    table = b.meta.block_tables[0].tolist()
+    slots = [table[p // 16] * 16 + p % 16 for p in range(30 - fresh, 30)]
+    flat_k, flat_v = (c.view(-1, *b.k.shape[1:]) for c in (b.k_cache, b.v_cache))
+    written = flat_k[slots].clone(), flat_v[slots].clone()
+    flat_k[slots], flat_v[slots] = float("nan"), float("nan")
+
+    def wait(_semantic=None):  # the kernel before has completed: its writes are visible
+        flat_k[slots], flat_v[slots] = written
+
+    monkeypatch.setattr(gdc, "gdc_wait", wait)
+    monkeypatch.setattr(gdc, "gdc_launch_dependents", lambda _semantic=None: None)
+    monkeypatch.setattr(triton_backend, "launch_options", lambda device: {"launch_pdl": True})
+    out = torch.full_like(b.q, float("nan"))
+    backend.decode(q, b.k_cache, b.v_cache, b.meta, b.scale, out=out)
+    check(b, out)
 
 
 def test_decode_splits_are_python_ints():

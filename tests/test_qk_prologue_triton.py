@@ -74,6 +74,38 @@ def test_prologue_matches_the_reference_ops(model_type, heads, kv_heads, head_di
     assert torch.equal(v, v_ref)
 
 
+@pytest.mark.skipif(DEVICE == "cuda", reason="plays dependent launch out in Triton's interpreter")
+def test_prologue_reads_the_projection_only_after_the_wait(monkeypatch):
+    """Dependent launch in the interpreter: the kernel before (the qkv projection) writes qkv while the prologue
+    starts, modelled here by writing it inside the first ``gdc_wait``; before that it is NaN. The position, cos/sin,
+    norm weights and slot may be read early; a qkv element read before the wait would come out NaN."""
+    import triton.language.extra.cuda as gdc
+
+    import nanoinfer.fast.qk_prologue_triton as prologue
+
+    layer, cache = make_layer("qwen3", 4, 2, 32, torch.float32, seed=5)
+    g = torch.Generator().manual_seed(5)
+    projected = torch.randn(3, 8 * 32, generator=g)
+    positions, slots = torch.tensor([3, 200, 17]), torch.tensor([5, 30, 12])
+    expected_cache = cache.clone()
+    q_ref, k_ref, _ = reference(layer, projected.clone(), positions, slots, expected_cache)
+    qkv = torch.full_like(projected, float("nan"))
+    waits = []
+
+    def wait(_semantic=None):  # the projection has completed: its output is visible (once: the prologue then
+        if not waits:          # rotates q and k in place)
+            qkv.copy_(projected)
+        waits.append(1)
+
+    monkeypatch.setattr(gdc, "gdc_wait", wait)
+    monkeypatch.setattr(gdc, "gdc_launch_dependents", lambda _semantic=None: None)
+    monkeypatch.setattr(prologue, "launch_options", lambda device: {"launch_pdl": True})
+    q, k, _ = qk_prologue(layer, qkv, positions, SimpleNamespace(slot_mapping=slots))
+    assert len(waits) == 3  # one per token's program
+    for got, want in ((q, q_ref), (k, k_ref), (cache, expected_cache)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
 def test_head_sizes_the_kernel_takes():
     assert supported(64) and supported(128) and not supported(80) and not supported(16)
 

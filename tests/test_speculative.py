@@ -81,8 +81,6 @@ def test_rejected_drafts_give_their_blocks_back(tiny_llama):
     the blocks its kept tokens need, and no prefix-cache block ever holds a rejected token."""
     llm = LLM(str(tiny_llama), max_model_len=128, num_kvcache_blocks=32, speculative_config={
         "method": "draft_model", "model": "self", "num_draft_layers": 1, "num_speculative_tokens": 16})
-    # A verify row's step writes up to 17 of the positions it reads: the backend reads those after the kernel before
-    assert llm.model_runner.backend.decode_fresh_tokens == 17
     bm = llm.block_manager
     seq = llm.engine.add_request(list(range(1, 21)), SamplingParams(temperature=0.0, max_tokens=60, ignore_eos=True))
     rejected = 0
@@ -97,6 +95,17 @@ def test_rejected_drafts_give_their_blocks_back(tiny_llama):
     assert bm.num_cached_blocks > 0
     assert all(bm.blocks[b].token_ids in blocks for b in bm.cached_block_ids.values())
     assert_no_leaks(llm)
+
+
+def test_verify_rows_tell_the_decode_kernel_what_their_step_writes(tiny_llama):
+    """A verify step feeds a sequence's last token and its k drafts as k + 1 decode rows, and writes all their keys
+    before attention: the Triton decode kernel reads a row's last k + 1 positions only after the kernel before
+    (PREFETCH in attention/triton_backend.py)."""
+    for spec, fresh in ((None, 1), ({"method": "ngram", "num_speculative_tokens": 3}, 4)):
+        llm = LLM(str(tiny_llama), attention_backend="triton", max_model_len=64, num_kvcache_blocks=8,
+                  speculative_config=spec)
+        assert llm.model_runner.backend.decode_fresh_tokens == fresh
+        llm.shutdown()
 
 
 def test_seeded_sampling_repeats(tiny_qwen3):

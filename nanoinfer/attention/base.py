@@ -46,9 +46,6 @@ class AttentionBackend:
 
     name: str
     supports_cuda_graphs = False  # decode reads every length from device tensors, so a replay fits any batch
-    # How many of a decode row's last positions its own step may have written: 1, or 1 + drafts where a verify
-    # step feeds a sequence's drafts as rows of their own (speculative/speculator.py). Older ones are inputs.
-    decode_fresh_tokens = 1
 
     def store_kv(self, k, v, k_cache, v_cache, meta: AttentionMetadata) -> None:
         raise NotImplementedError
@@ -58,8 +55,7 @@ class AttentionBackend:
         raise NotImplementedError
 
     def decode(self, q, k_cache, v_cache, meta: AttentionMetadata, scale: float) -> torch.Tensor:
-        """One query per row; its k and v (and those of up to ``decode_fresh_tokens`` - 1 positions before it, in a
-        verify step) are already in the cache."""
+        """One new token per sequence; its k and v are already in the cache."""
         raise NotImplementedError
 
     def forward(self, q, k, v, k_cache, v_cache, meta: AttentionMetadata, scale: float) -> torch.Tensor:

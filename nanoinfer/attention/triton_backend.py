@@ -41,9 +41,10 @@ MAX_DECODE_SPLITS = 16
 TOKENS_PER_SPLIT = 64
 TARGET_DECODE_PROGRAMS = 512  # about four programs per streaming multiprocessor on an H100 (132 SMs)
 # Split decode steps of at most this many sequences request the first tile of keys and values before waiting
-# for the kernel before (PREFETCH in _decode_kernel; fast/pdl.py). Batch-1 steps of qwen3-0.6b took 0.72 instead
-# of 0.75 ms per token on an H200 (h200_latency_batch1_prefetch.json); with it in every split step (up to 63
-# sequences) nano-vllm's workload decoded ~0.8% slower, where the splits hold several tiles.
+# for the kernel before (PREFETCH in _decode_kernel; fast/pdl.py). With the fused prologue's early loads,
+# batch-1 steps of qwen3-0.6b took 0.72 instead of 0.75 ms per token on an H200, and 0.74 without them in a later
+# call (h200_latency_batch1_prefetch.json). With the prefetch in every split step, nano-vllm's workload decoded
+# ~0.8% slower in two calls (h200_nano_vllm_prefetch.json): there the splits hold several tiles.
 PREFETCH_MAX_SEQS = 1
 
 
@@ -248,6 +249,9 @@ class TritonAttentionBackend(AttentionBackend):
 
     name = "triton"
     supports_cuda_graphs = True
+    # How many of a decode row's last positions its own step may write: 1, or 1 + drafts where a verify step feeds
+    # each draft as a row of its own (set by nanoinfer/fast). PREFETCH reads only older ones before its wait.
+    decode_fresh_tokens = 1
 
     def __init__(self, decode_splits: int | None = None, prefill_with_torch_varlen: bool | None = None) -> None:
         self.decode_splits = decode_splits

@@ -92,7 +92,6 @@ class ModelRunner:
         self.block_size = config.kvcache_block_size
         self.bus = events if events is not None else EventBus()
         self.backend = make_attention_backend(config.attention_backend, device, self.block_size, dtype)
-        self.backend.decode_fresh_tokens = config.decode_rows_per_seq
         t0 = time.perf_counter()
         # What this process already holds on the card (another engine, say) is not this engine's.
         self._allocated_before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0

@@ -30,6 +30,7 @@ from nanoinfer.layers.activation import SiluAndMul, silu_and_mul
 from nanoinfer.layers.layernorm import RMSNorm, rms_norm
 from nanoinfer.layers.rotary_embedding import RotaryEmbedding, apply_rotary
 from nanoinfer.layers.sampler import gumbel_max_sample
+from nanoinfer.speculative.config import decode_rows_per_seq
 from nanoinfer.workbook.registry import selected
 
 SMALL_OPS = (RMSNorm, RotaryEmbedding, SiluAndMul)
@@ -66,6 +67,8 @@ def apply_fast_paths(runner) -> FastPaths:
     report.add("attention kernels", runner.backend.name if runner.backend.name in ("cpu", "triton") else "",
                f"attention_backend={c.attention_backend!r}" + (f" picked {runner.backend.name!r}" * (
                    c.attention_backend == "auto")))
+    if hasattr(runner.backend, "decode_fresh_tokens"):  # (verify rows see the drafts their own step writes)
+        runner.backend.decode_fresh_tokens = decode_rows_per_seq(c.speculative_config)
     if learner := {"5.1", "5.2", "3.2"} & selected():
         report.add("learner's code", "", f"Exercise(s) {', '.join(sorted(learner))} selected: run as written, "
                    "neither replaced nor compiled")
@@ -202,7 +205,7 @@ def capture_cuda_graphs(runner):
     from nanoinfer.fast.sampler_triton import TritonSampler, draw_tokens
 
     t0 = time.perf_counter()
-    max_batch = min(c.cuda_graph_max_batch_size or 512, c.max_num_seqs * c.decode_rows_per_seq)
+    max_batch = min(c.cuda_graph_max_batch_size or 512, c.max_num_seqs * decode_rows_per_seq(c.speculative_config))
     sample = None  # the draw, recorded too where each rank is the whole vocabulary (see cuda_graphs.py)
     if isinstance(runner.sampler, TritonSampler) and c.tensor_parallel_size == 1 and not c.speculative_config:
         sample = partial(draw_tokens, runner.model.lm_head)

@@ -5,7 +5,12 @@ two kernels of a few microseconds the GPU idles while the next one is launched a
 launched with PDL may start as soon as every program of the kernel before it has signalled
 (``gdc_launch_dependents``). It must then call ``gdc_wait`` before it reads anything that kernel wrote, and before
 it writes anything: ``gdc_wait`` returns when the kernel before has completed and its memory is visible. Work that
-needs no result of the kernel before (requesting the weights of a matmul) goes ahead of the wait.
+needs no result of the kernel before (the weights of a matmul, a step's positions, the older cached keys and
+values) goes ahead of the wait.
+
+Those early loads of step inputs rely on one more rule: a kernel signals only after its own wait. A kernel that
+starts early then finds every kernel before the one it waits for complete, so only that one may still be writing.
+A kernel that signalled before its wait, or a library kernel launched with PDL that does, would break them.
 
 Every kernel that takes ``launch_options`` follows that rule: it waits before its first dependent load or store and
 signals right after. CUDA graphs record the launch attribute, so replays keep the overlap: an H200 replayed

@@ -16,6 +16,12 @@ KEYS = {
 DEFAULTS = {"num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2}
 
 
+def decode_rows_per_seq(spec: dict | None) -> int:
+    """Decode rows a step may feed one sequence: 1, or with speculation its last token and each draft (a verify
+    step lays every fed token out as a decode row of its own: speculator.py)."""
+    return 1 + spec["num_speculative_tokens"] if spec else 1
+
+
 def _int_at_least(spec: dict, key: str, low: int) -> None:
     value = spec[key]
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
