@@ -8,17 +8,13 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import linear_inputs
+from helpers import linear_inputs, relative_error
 from nanoinfer.fast.skinny_linear_triton import KERNEL_MAX_ROWS, MAX_ROWS, block_config, linear, skinny_linear
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 HALF = torch.bfloat16 if DEVICE == "cuda" else torch.float16
 # float32: accumulation order only. 16-bit: the output's own rounding (8 or 11 bits) dominates.
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
-
-
-def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    return ((got.float() - want).norm() / want.norm().clamp_min(1e-30)).item()
 
 
 def inputs(rows, n, k, dtype, seed, bias):

@@ -8,17 +8,13 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import linear_inputs
+from helpers import linear_inputs, relative_error
 from nanoinfer.fast.tile_linear_triton import block_config, supported, tile_linear
 from nanoinfer.layers.activation import silu_and_mul
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 HALF = torch.bfloat16 if DEVICE == "cuda" else torch.float16
 TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 1e-2}  # the output's own rounding dominates
-
-
-def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    return ((got.float() - want.float()).norm() / want.float().norm().clamp_min(1e-30)).item()
 
 
 def inputs(rows, n, k, seed, bias):
