@@ -50,7 +50,7 @@ def decode_case(num_seqs, ctx, block_size=16, heads=16, kv_heads=8, head_dim=128
     def seq_major(block_n, warps, stages, splits):
         part_acc = torch.empty(num_seqs * heads * splits * head_dim, dtype=torch.float32, device=dev)
         part_ml = torch.empty(num_seqs * heads * splits * 2, dtype=torch.float32, device=dev)
-        return lambda: _decode_kernel[(num_seqs, kv_heads, splits)](
+        return lambda: _decode_kernel[(kv_heads, num_seqs, splits)](
             q, k_cache, v_cache, o, part_acc, part_ml, tables, lens, 0.088 * LOG2E, q.stride(0), q.stride(1),
             o.stride(0), o.stride(1), *k_cache.stride()[:3], tables.stride(0), heads, group, head_dim,
             NUM_SPLITS=splits, BLOCK_SIZE=block_size, BLOCK_G=16, BLOCK_N=block_n, BLOCK_D=128,

@@ -1,7 +1,10 @@
-"""Two small kernels of every step on a GPU, timed inside CUDA graphs (20 calls, the median of 5 replays): the MLP's
+"""Three small kernels of every step on a GPU, timed inside CUDA graphs (20 calls, the median of 5 replays): the MLP's
 SiLU-and-mul (torch.compile's kernel of the reference op against fast/silu_and_mul_triton.py) at 1-16,384 rows of
-Qwen3-0.6B's 3,072 columns, and the Triton sampler's seeded draw at 1-256 rows of its 151,936-entry vocabulary.
-Writes a record with card, date, command, commit.
+Qwen3-0.6B's 3,072 columns; the residual add and RMSNorm (torch.compile's kernel of the reference op against
+fast/rms_norm_triton.py) at 16-16,384 rows of its 1,024 columns, alone and, as a decode step runs it, after each of 28
+cuBLAS matmuls (the o projection's [rows, 2,048] x [2,048, 1,024], each with its own weights); and the Triton
+sampler's seeded draw at 1-256 rows of its 151,936-entry vocabulary. Writes a record with card, date, command,
+commit.
 
     python scripts/small_kernels_bench.py --out notebooks/reference_results/h200_small_kernels.json
 """
@@ -9,6 +12,7 @@ Writes a record with card, date, command, commit.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -25,8 +29,11 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--commit", default=None, help="the commit measured (default: git's HEAD)")
     args = p.parse_args()
+    import torch.nn.functional as F
+
     from nanoinfer.fast.sampler_triton import seeded_gumbel_max_triton
     from nanoinfer.layers.activation import silu_and_mul
+    from nanoinfer.layers.layernorm import rms_norm
 
     silu = {}
     try:
@@ -41,6 +48,32 @@ def main() -> None:
             assert torch.allclose(triton_silu_and_mul(x).float(), silu_and_mul(x.clone()).float(), rtol=2e-2, atol=2e-2)
             silu[rows]["triton_us"] = graph_us(lambda: triton_silu_and_mul(x))
         print("silu", rows, {k: round(v, 2) for k, v in silu[rows].items()}, flush=True)
+    norm = {}
+    try:
+        from nanoinfer.fast.rms_norm_triton import rms_norm as triton_rms_norm
+    except ImportError:  # (a tree from before the kernel)
+        triton_rms_norm = None
+    kernels = {"compiled": torch.compile(rms_norm, dynamic=True), "triton": triton_rms_norm}
+    o_weights = [torch.randn(1024, 2048, device="cuda", dtype=torch.bfloat16) / 2048**0.5 for _ in range(28)]
+    for rows in (16, 64, 136, 256, 16384):
+        x, residual = (torch.randn(rows, 1024, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+        attended = torch.randn(rows, 2048, device="cuda", dtype=torch.bfloat16)
+        weight = (torch.rand(1024, device="cuda") + 0.5).to(torch.bfloat16)
+        norm[rows] = {}
+        for name, kernel in kernels.items():
+            if kernel is None:
+                continue
+            torch.testing.assert_close(kernel(x, weight, 1e-6, residual)[0].float(),
+                                       rms_norm(x, weight, 1e-6, residual)[0].float(), rtol=2e-2, atol=2e-2)
+            norm[rows][f"{name}_us"] = graph_us(lambda: kernel(x, weight, 1e-6, residual))
+            if rows <= 256:  # o projection then norm, 28 layers' weights in turn: the pair's time per layer
+                layer = itertools.cycle(o_weights)
+                norm[rows][f"after a matmul, {name}_us"] = graph_us(
+                    lambda: kernel(F.linear(attended, next(layer)), weight, 1e-6, residual), calls=28)
+        if rows <= 256:
+            layer = itertools.cycle(o_weights)
+            norm[rows]["the matmul alone_us"] = graph_us(lambda: F.linear(attended, next(layer)), calls=28)
+        print("add + rms_norm", rows, {k: round(v, 2) for k, v in norm[rows].items()}, flush=True)
     draw = {}
     for rows in (1, 16, 136, 256):
         logits = torch.randn(rows, 151936, device="cuda", dtype=torch.bfloat16) * 3
@@ -53,6 +86,7 @@ def main() -> None:
     record = {"card": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%d"),
               "command": "python scripts/small_kernels_bench.py " + " ".join(sys.argv[1:]), "commit": commit,
               "torch": torch.__version__, "silu_and_mul_us (bf16, rows x 3,072)": silu,
+              "add_rms_norm_us (bf16, rows x 1,024)": norm,
               "seeded_draw_us (bf16, rows x 151,936, temperature 0.6)": draw}
     Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
 

@@ -86,8 +86,12 @@ def _decode_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, part_acc_ptr, part_
     if USE_PDL and not PREFETCH:  # launched while the kernel before finishes: wait for its writes (fast/pdl.py)
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
-    seq = tl.program_id(0)
-    kv_head = tl.program_id(1)
+    # The KV heads of one sequence are neighbouring programs: they start together and read the interleaved heads
+    # of the same cache rows, and as the batch comes longest first (scheduler.py) the longest contexts start
+    # first instead of trailing alone at the end of the launch. On an H200, nano-vllm's workload decoded in 4.71 s
+    # this way, 4.92 with a sequence's KV heads a batch of programs apart (h200_nano_vllm_head_major_norm.json).
+    kv_head = tl.program_id(0)
+    seq = tl.program_id(1)
     split = tl.program_id(2)
     # The length is read here, not passed from the host: one launch (one captured CUDA graph) then
     # serves any lengths. Padding rows have length 0 and run no tile.
@@ -311,7 +315,7 @@ class TritonAttentionBackend(AttentionBackend):
         part_acc, part_ml = meta.scratch[key]
         block_d = max(16, triton.next_power_of_2(head_dim))
         pdl = launch_options(q.device)
-        _decode_kernel[(num_seqs, kv_heads, splits)](
+        _decode_kernel[(kv_heads, num_seqs, splits)](
             q, k_cache, v_cache, out, part_acc, part_ml, meta.block_tables, meta.seq_lens, scale * LOG2E,
             q.stride(0), q.stride(1), out.stride(0), out.stride(1), *k_cache.stride()[:3],
             meta.block_tables.stride(0), num_heads, group, head_dim, self.decode_fresh_tokens,
