@@ -6,7 +6,7 @@ weight * (x + residual) / rms. It loads the weight before it waits for the kerne
 launch, ``pdl.py``): the weight is no step's output. In CUDA graphs on an H200, torch.compile's kernel of the
 reference op took 2.5 us at 136 rows of Qwen3-0.6B's 1,024 columns and 50 us at 16,384; this one 1.7 and 34. After
 each of 28 cuBLAS matmuls, as a decode step runs it, matmul and norm took 9.2 us against 8.5 at 136 rows
-(scripts/small_kernels_bench.py, h200_small_kernels.json), and nano-vllm's workload decoded 2% faster
+(scripts/small_kernels_bench.py, h200_small_kernels_norm.json), and nano-vllm's workload decoded 2% faster
 (h200_nano_vllm_head_major_norm.json).
 
 The rounding is the reference's: x + residual rounded to the model's dtype, the mean of squares in float32, the
