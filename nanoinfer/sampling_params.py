@@ -14,7 +14,8 @@ class SamplingParams:
     temperature: 0 means greedy (argmax); higher values flatten the distribution.
     top_k: keep the k most likely tokens; -1 keeps them all.
     top_p: keep the smallest set of tokens whose probabilities add up to top_p (nucleus sampling).
-    seed: a per-request seed; the same seed gives the same tokens whatever else is in the batch.
+    seed: a per-request seed: the same noise at each position whatever else is in the batch, so the same tokens
+      beside requests of the same shapes (16-bit GPU matmuls round otherwise at other batch sizes: near-ties turn).
     max_tokens: the most tokens to generate.
     ignore_eos: keep going past the end-of-sequence token (benchmarks use this for fixed lengths).
     stop_token_ids: extra token ids that end the request (the token itself is kept in the output).
