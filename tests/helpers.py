@@ -241,3 +241,13 @@ def tp2_and_one_rank_tokens(tmp_path: Path, build_context) -> tuple[list[list[in
         got = [o.token_ids for o in llm.generate(prompts, greedy, use_tqdm=False)]
         assert_no_leaks(llm)
     return got, want
+
+
+def assert_cpu_engine_keeps_the_reference(checkpoint: Path, module_type, kernel, report_row: str) -> None:
+    """A CPU engine leaves no ``module_type`` running the GPU ``kernel``, and its fast-path report row is empty."""
+    from nanoinfer import LLM
+
+    llm = LLM(str(checkpoint), max_model_len=128, device="cpu")
+    assert all(m.op is not kernel for m in llm.model_runner.model.modules() if isinstance(m, module_type))
+    assert llm.fast_paths().set_index("name").loc[report_row, "applied"] == ""
+    llm.shutdown()

@@ -63,10 +63,7 @@ def test_the_engine_runs_it_in_every_norm_on_a_gpu(tiny_qwen3):
 
 
 def test_a_cpu_engine_keeps_the_reference(tiny_qwen3):
-    from nanoinfer import LLM
+    from helpers import assert_cpu_engine_keeps_the_reference
     from nanoinfer.layers.layernorm import RMSNorm
 
-    llm = LLM(str(tiny_qwen3), max_model_len=128, device="cpu")
-    assert all(m.op is not rms_norm for m in llm.model_runner.model.modules() if isinstance(m, RMSNorm))
-    assert llm.fast_paths().set_index("name").loc["Triton RMSNorm", "applied"] == ""
-    llm.shutdown()
+    assert_cpu_engine_keeps_the_reference(tiny_qwen3, RMSNorm, rms_norm, "Triton RMSNorm")

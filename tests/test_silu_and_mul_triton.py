@@ -48,10 +48,7 @@ def test_the_engine_runs_it_in_every_mlp_on_a_gpu(tiny_qwen3):
 
 
 def test_a_cpu_engine_keeps_the_reference(tiny_qwen3):
-    from nanoinfer import LLM
+    from helpers import assert_cpu_engine_keeps_the_reference
     from nanoinfer.layers.activation import SiluAndMul
 
-    llm = LLM(str(tiny_qwen3), max_model_len=128, device="cpu")
-    assert all(m.op is not silu_and_mul for m in llm.model_runner.model.modules() if isinstance(m, SiluAndMul))
-    assert llm.fast_paths().set_index("name").loc["Triton SiLU-and-mul", "applied"] == ""
-    llm.shutdown()
+    assert_cpu_engine_keeps_the_reference(tiny_qwen3, SiluAndMul, silu_and_mul, "Triton SiLU-and-mul")
