@@ -3,7 +3,10 @@
 # fit in a 10-minute call on a lent GPU machine. Each part runs verbose, with durations, under a time limit;
 # its output goes to $OUT/tests.txt, the machine's GPUs and software versions to $OUT/env.txt.
 #
-#   bash scripts/gpu_tests.sh single          # the tests that use one GPU
+#   bash scripts/gpu_tests.sh single          # the tests that use one GPU: engine, then kernels (about 9 minutes
+#                                             # on an H200, too close to a 10-minute call: there, run the two apart)
+#   bash scripts/gpu_tests.sh engine          # tests/test_gpu.py (about 6 minutes)
+#   bash scripts/gpu_tests.sh kernels         # the other single-GPU tests (about 3 minutes)
 #   bash scripts/gpu_tests.sh multi           # the tensor-parallel tests (2+ GPUs), each engine in a child
 #                                             # process of its own; not the dead-rank ones
 #   bash scripts/gpu_tests.sh dead            # the two dead-rank tests (2+ GPUs, about 5 minutes)
@@ -23,6 +26,7 @@ mkdir -p "$OUT"
 
 MULTI="peer_memory or tensor_parallel or communication or shards or fused_with_the_norm"
 DEAD="dead_rank or outlives"
+ONE="not ($MULTI) and not ($DEAD)"
 
 part() {  # part NAME SECONDS PYTEST-K-EXPRESSION: one pytest run under `timeout`, logged; returns pytest's status
   local name=$1 limit=$2 select=$3 t0=$SECONDS rc
@@ -36,10 +40,13 @@ part() {  # part NAME SECONDS PYTEST-K-EXPRESSION: one pytest run under `timeout
 status=0
 for name in "$@"; do
   case $name in
-    single) part single 560 "not ($MULTI) and not ($DEAD)" || status=$? ;;
+    single) part engine 560 "($ONE) and test_gpu.py" || status=$?
+            part kernels 560 "($ONE) and not test_gpu.py" || status=$? ;;
+    engine) part engine 560 "($ONE) and test_gpu.py" || status=$? ;;
+    kernels) part kernels 560 "($ONE) and not test_gpu.py" || status=$? ;;
     multi) part multi 560 "($MULTI) and not ($DEAD)" || status=$? ;;
     dead) part dead 500 "$DEAD" || status=$? ;;
-    *) echo "unknown part: $name (single, multi or dead)" | tee -a "$LOG"; exit 2 ;;
+    *) echo "unknown part: $name (single, engine, kernels, multi or dead)" | tee -a "$LOG"; exit 2 ;;
   esac
 done
 exit $status
