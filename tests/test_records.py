@@ -30,7 +30,7 @@ def record_files() -> list[Path]:
 
 
 def current_docs() -> list[Path]:
-    """docs/*.md, not docs/lab_notes/ (dated logs kept for history)."""
+    """docs/*.md."""
     return sorted((ROOT / "docs").glob("*.md"))
 
 
