@@ -27,6 +27,7 @@ mkdir -p "$OUT"
 MULTI="peer_memory or tensor_parallel or communication or shards or fused_with_the_norm"
 DEAD="dead_rank or outlives"
 ONE="not ($MULTI) and not ($DEAD)"
+ENGINE="($ONE) and test_gpu.py" KERNELS="($ONE) and not test_gpu.py"
 
 part() {  # part NAME SECONDS PYTEST-K-EXPRESSION: one pytest run under `timeout`, logged; returns pytest's status
   local name=$1 limit=$2 select=$3 t0=$SECONDS rc
@@ -40,10 +41,10 @@ part() {  # part NAME SECONDS PYTEST-K-EXPRESSION: one pytest run under `timeout
 status=0
 for name in "$@"; do
   case $name in
-    single) part engine 560 "($ONE) and test_gpu.py" || status=$?
-            part kernels 560 "($ONE) and not test_gpu.py" || status=$? ;;
-    engine) part engine 560 "($ONE) and test_gpu.py" || status=$? ;;
-    kernels) part kernels 560 "($ONE) and not test_gpu.py" || status=$? ;;
+    single) part engine 560 "$ENGINE" || status=$?
+            part kernels 560 "$KERNELS" || status=$? ;;
+    engine) part engine 560 "$ENGINE" || status=$? ;;
+    kernels) part kernels 560 "$KERNELS" || status=$? ;;
     multi) part multi 560 "($MULTI) and not ($DEAD)" || status=$? ;;
     dead) part dead 500 "$DEAD" || status=$? ;;
     *) echo "unknown part: $name (single, engine, kernels, multi or dead)" | tee -a "$LOG"; exit 2 ;;
